@@ -2,7 +2,8 @@
 
 Everything that can fail (config validation, the structural check against a freshly built model,
 the identity checks, copying the layers) runs before the model is touched; the model is then
-changed by assignments that cannot fail, so a failed growth leaves it exactly as it was.
+changed by assignments that cannot fail, so a failed growth leaves it exactly as it was. What a new
+layer copies and zeroes, and the grown config, come from `rules`, which growth on disk reads too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .plan import GrowthPlan, plan_depth
+from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +160,7 @@ def apply_plan(
             f"layers: make the plan with num_layers={len(layers)}."
         )
     layer_config = anatomy.layer_config(model)
-    config_changes = _config_changes(layer_config, anatomy, plan)
+    config_changes = grown_config_changes(layer_config, anatomy, plan)
     attribute_changes = _index_attribute_changes(layers, plan)
     if layer_config is not None and isinstance(model, PreTrainedModel):
         for key, changed in _derived_attribute_changes(model, anatomy, plan, config_changes).items():
@@ -175,8 +177,7 @@ def apply_plan(
             continue
         # A fresh memo per copy: deepcopy fills it, and a reused one would make the copies share tensors.
         clone = copy.deepcopy(layers[source], memo=dict(shared))
-        if rule == "zero_residual":
-            _zero_residual_writers(clone, anatomy)
+        _apply_init_rule(clone, rule, anatomy)
         new_layers.append(clone)
 
     assignments = _resolve(attribute_changes, new_layers, model)
@@ -217,33 +218,6 @@ def _resolve(
             continue
         assignments += [(module, attribute, value) for attribute, value in attributes.items()]
     return assignments
-
-
-def _config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[str, Any]:
-    """The new values of the layer count and of every per-layer config entry, validated on a copy."""
-    if config is None:
-        return {}
-    sources = plan.sources
-    changes: dict[str, Any] = {anatomy.num_layers_key: plan.num_layers}
-    for key in anatomy.per_layer_keys:
-        old = getattr(config, key)
-        changes[key] = type(old)(old[s] for s in sources)
-    for key in anatomy.index_list_keys:
-        old = getattr(config, key)
-        changes[key] = type(old)(j for j, s in enumerate(sources) if s in set(old))
-    if anatomy.sparse_step:
-        step_key, dense_key, experts_key = anatomy.sparse_step
-        step = getattr(config, step_key)
-        if step != 1 and getattr(config, experts_key, 0) > 0:
-            # Written out as a list, the dense layers no longer depend on their index.
-            dense = set(getattr(config, dense_key)) | {i for i in range(plan.source_num_layers) if (i + 1) % step}
-            changes[step_key] = 1
-            changes[dense_key] = [j for j, s in enumerate(sources) if s in dense]
-    # Strict configs type-check on assignment: fail here, on a copy, rather than half-way through the commit.
-    trial = copy.deepcopy(config)
-    for key, value in changes.items():
-        setattr(trial, key, value)
-    return changes
 
 
 def _index_attribute_changes(layers: nn.Module, plan: GrowthPlan) -> _AttributeChanges:
@@ -309,11 +283,8 @@ def _check_structure(
             type(model).__name__,
         )
         return
-    prefix = anatomy.layers_path + "."
-    grown = {k: v for k, v in current.items() if not k.startswith(prefix)}
-    for j, source in enumerate(plan.sources):
-        head = f"{prefix}{source}."
-        grown.update({f"{prefix}{j}.{k[len(head) :]}": v for k, v in current.items() if k.startswith(head)})
+    sources = grown_tensor_sources(current, anatomy.layers_path, plan, anatomy)
+    grown = {name: current[source] for name, (source, _) in sources.items()}
     reference = {k: tuple(v.shape) for k, v in after.state_dict().items()}
     if grown != reference:
         missing = sorted(reference.keys() - grown.keys())[:4]
@@ -350,7 +321,7 @@ def _check_identity(
             )
     for source in {s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"}:
         layer = layers[source]
-        zeroed = [name for name, _ in layer.named_parameters() if _is_residual_writer(name, anatomy)]
+        zeroed = [name for name, _ in layer.named_parameters() if is_residual_writer(name, anatomy)]
         if not zeroed:
             raise ValueError(
                 f"Identity growth needs the weights that write into the residual stream, but layer {source} "
@@ -378,15 +349,10 @@ def _check_identity(
             )
 
 
-def _is_residual_writer(parameter_name: str, anatomy: DecoderAnatomy) -> bool:
-    # Names match whole path components: `mlp.down_proj.weight`, or a fused expert tensor `mlp.experts.down_proj`.
-    return any(part in anatomy.residual_writers for part in parameter_name.split("."))
-
-
-def _zero_residual_writers(layer: nn.Module, anatomy: DecoderAnatomy) -> None:
+def _apply_init_rule(layer: nn.Module, rule: str, anatomy: DecoderAnatomy) -> None:
     with torch.no_grad():
         for name, parameter in layer.named_parameters():
-            if _is_residual_writer(name, anatomy):
+            if is_zeroed(name, rule, anatomy):
                 parameter.zero_()
 
 

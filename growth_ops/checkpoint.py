@@ -1,0 +1,576 @@
+"""Grow a safetensors checkpoint on disk, one tensor at a time, without ever building the model.
+
+The source is read lazily with `safetensors.safe_open`; the model exists only as a skeleton on the
+meta device (no memory), built from `config.json` so that the anatomy, the plan and the grown config
+come from exactly the code `grow_depth` runs in memory: `apply_plan` is applied to the skeleton, and
+every tensor is copied by the rules of `growth_ops.rules`. Shards are streamed to disk, so memory
+holds one tensor at a time whatever the model or shard size, and the result is written to a
+temporary sibling folder that is renamed into place only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from huggingface_hub import split_state_dict_into_shards_factory
+from safetensors import SafetensorError, safe_open
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_utils import remove_tied_weights_from_state_dict
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from .anatomy import DecoderAnatomy, discover_anatomy
+from .apply import apply_plan, plan_growth
+from .plan import GrowthPlan
+from .rules import grown_tensor_sources, split_layer_name
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SHARD_SIZE = "2GB"
+"""Shards are streamed, so their size does not change the memory used; 2 GB files download and resume well."""
+
+# Weights in formats growth_ops does not read (pickles are never loaded) or writes anew: not copied.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+_SKIPPED_FILES = (CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, "README.md")  # rewritten, or a card of the source model
+_FILENAME_PATTERN = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
+
+
+@dataclass(frozen=True)
+class TensorCopy:
+    """One tensor of the grown checkpoint and where it comes from.
+
+    Args:
+        name (`str`): Name in the grown checkpoint.
+        source_file (`str`): Shard of the source checkpoint that holds it.
+        source_name (`str`): Name in the source checkpoint.
+        dtype (`str`): safetensors dtype (`"BF16"`).
+        shape (`tuple[int, ...]`): Shape.
+        nbytes (`int`): Size in bytes.
+        zeroed (`bool`): Written as zeros (a residual writer of an identity-initialised layer).
+    """
+
+    name: str
+    source_file: str
+    source_name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    zeroed: bool
+
+
+@dataclass
+class CheckpointGrowth:
+    """Everything `grow_checkpoint` will write, worked out from the config and the shard headers only.
+
+    Args:
+        source (`Path`): The source checkpoint folder.
+        anatomy (`DecoderAnatomy`): The anatomy of the source model.
+        plan (`GrowthPlan`): The growth plan.
+        layers_prefix (`str`): Dotted path of the layer list in the checkpoint's tensor names.
+        config (`PreTrainedConfig`): The grown config, as `grow_depth` leaves it in memory.
+        tensors (`dict[str, TensorCopy]`): Every tensor of the grown checkpoint, by name.
+        shards (`dict[str, list[str]]`): Tensor names of every output file.
+        total_parameters (`int`): Parameters of the grown model (tied ones counted once).
+        dropped (`tuple[str, ...]`): Source tensors not written: aliases of a tied weight.
+        copied_files (`tuple[str, ...]`): Source files copied unchanged (code, tokenizer, generation config).
+    """
+
+    source: Path
+    anatomy: DecoderAnatomy
+    plan: GrowthPlan
+    layers_prefix: str
+    config: PreTrainedConfig
+    tensors: dict[str, TensorCopy]
+    shards: dict[str, list[str]]
+    total_parameters: int
+    dropped: tuple[str, ...] = ()
+    copied_files: tuple[str, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of tensor data in the grown checkpoint."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def __str__(self) -> str:
+        sizes = f"{tqdm.format_sizeof(self.total_size, suffix='B', divisor=1000)} in {len(self.shards)} file(s)"
+        lines = [
+            f"source: {self.source} ({self.anatomy.model_type}, {self.plan.source_num_layers} layers at "
+            f"{self.layers_prefix!r})",
+            str(self.plan),
+            f"grown: {self.plan.num_layers} layers, {len(self.tensors)} tensors, {sizes}",
+        ]
+        if self.dropped:
+            lines.append(f"not written (tied to another weight): {', '.join(self.dropped)}")
+        lines.append(f"copied unchanged: {', '.join(self.copied_files) or 'nothing'}")
+        return "\n".join(lines)
+
+
+def plan_checkpoint_growth(
+    src: str | Path,
+    factor: float | None = None,
+    num_layers: int | None = None,
+    method: str | None = None,
+    layer_map: list[int] | None = None,
+    overlap: int | None = None,
+    positions: list[int] | None = None,
+    plan: GrowthPlan | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    trust_remote_code: bool = False,
+) -> CheckpointGrowth:
+    """Work out what growing the checkpoint at `src` writes, reading only its config and shard headers.
+
+    Every check `grow_checkpoint` makes happens here, before anything is written: the checkpoint is
+    complete and readable, the model type is known, and the plan fits the model (through `apply_plan`
+    on a skeleton of the model on the meta device, which costs no memory).
+
+    Args:
+        src (`str` or `Path`): A folder written by `save_pretrained`: `config.json` and safetensors
+            weights (`model.safetensors`, or shards with `model.safetensors.index.json`).
+        factor (`float`, *optional*): Growth factor; `factor * L` must be a whole number.
+        num_layers (`int`, *optional*): Number of layers after growth (instead of `factor`).
+        method (`str`, *optional*, defaults to `"stack"`, or `"explicit"` when `layer_map` is given):
+            `"stack"`, `"interleave"`, `"identity"`, `"dus"` or `"explicit"`.
+        layer_map (`list[int]`, *optional*): Source layer of every layer of the grown model.
+        overlap (`int`, *optional*): Layers dropped from each copy for `"dus"`.
+        positions (`list[int]`, *optional*): For `"identity"`, the source layer each inserted copy follows.
+        plan (`GrowthPlan`, *optional*): A ready plan instead of the arguments above.
+        max_shard_size (`int` or `str`, *optional*, defaults to `"2GB"`): Largest output file, in bytes
+            or as `"2GB"`/`"500MB"`; a larger tensor gets a file of its own.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): Run the model code shipped in `src`
+            (its `auto_map`) to read its config and build its skeleton.
+
+    Returns:
+        `CheckpointGrowth`: The plan and every tensor and file to write.
+
+    Raises:
+        FileNotFoundError: If `src` is not a checkpoint folder or a shard named in the index is missing.
+        ValueError: If a shard is unreadable, the index and the shards disagree, the model type is
+            unknown, or the plan does not fit the model; the message says what to do.
+    """
+    if plan is not None and any(
+        arg is not None for arg in (factor, num_layers, method, layer_map, overlap, positions)
+    ):
+        raise ValueError("Give either `plan` or the arguments that make one (factor, method, ...), not both.")
+    source = Path(src)
+    config = _load_config(source, trust_remote_code)
+    weight_map = _read_weight_map(source)
+    headers = _read_headers(source, weight_map)
+    skeleton = _build_skeleton(config, source, trust_remote_code)
+    if plan is None:
+        anatomy, growth_plan = plan_growth(
+            skeleton,
+            factor=factor,
+            num_layers=num_layers,
+            method=method,
+            layer_map=layer_map,
+            overlap=overlap,
+            positions=positions,
+        )
+    else:
+        anatomy, growth_plan = discover_anatomy(skeleton), plan
+    layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source)
+    dropped = _tied_aliases(skeleton, set(weight_map))
+    # The one application point: the skeleton is grown by the same code as a model in memory, so the grown
+    # config (layer count, per-layer and index lists) and every check on the plan are the same.
+    apply_plan(skeleton, growth_plan, anatomy=anatomy)
+    sources = grown_tensor_sources(
+        [name for name in weight_map if name not in dropped], layers_prefix, growth_plan, anatomy
+    )
+    tensors = {
+        name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
+        for name, (source_name, zeroed) in sources.items()
+    }
+    try:
+        split = split_state_dict_into_shards_factory(
+            tensors,
+            get_storage_size=lambda tensor: tensor.nbytes,
+            filename_pattern=_FILENAME_PATTERN,
+            max_shard_size=max_shard_size,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"max_shard_size={max_shard_size!r} is not a size: give bytes or a string such as '2GB' or '500MB' ({error})."
+        ) from None
+    return CheckpointGrowth(
+        source=source,
+        anatomy=anatomy,
+        plan=growth_plan,
+        layers_prefix=layers_prefix,
+        config=skeleton.config,
+        tensors=tensors,
+        shards=dict(split.filename_to_tensors),
+        total_parameters=skeleton.num_parameters(),
+        dropped=tuple(sorted(dropped)),
+        copied_files=tuple(_files_to_copy(source)),
+    )
+
+
+def grow_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    factor: float | None = None,
+    num_layers: int | None = None,
+    method: str | None = None,
+    layer_map: list[int] | None = None,
+    overlap: int | None = None,
+    positions: list[int] | None = None,
+    plan: GrowthPlan | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    trust_remote_code: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> CheckpointGrowth:
+    """Grow the depth of a safetensors checkpoint on disk, with memory bounded by its largest tensor.
+
+    The result equals, tensor for tensor and in its config, `grow_depth` on the loaded model followed
+    by `save_pretrained`: the same plan, per-layer config lists, identity init and tied embeddings.
+    Code files, tokenizer files and `generation_config.json` are copied; the source's `README.md`
+    (a card of the source model) is not.
+
+    Nothing appears at `dst` until the grown checkpoint is complete: it is written into a temporary
+    sibling folder and renamed at the end, and that folder is removed if anything fails.
+
+    Args:
+        src (`str` or `Path`): The checkpoint folder to grow (see `plan_checkpoint_growth`).
+        dst (`str` or `Path`): The folder to create.
+        factor (`float`, *optional*): Growth factor; `factor * L` must be a whole number.
+        num_layers (`int`, *optional*): Number of layers after growth (instead of `factor`).
+        method (`str`, *optional*, defaults to `"stack"`, or `"explicit"` when `layer_map` is given):
+            `"stack"`, `"interleave"`, `"identity"`, `"dus"` or `"explicit"`.
+        layer_map (`list[int]`, *optional*): Source layer of every layer of the grown model.
+        overlap (`int`, *optional*): Layers dropped from each copy for `"dus"`.
+        positions (`list[int]`, *optional*): For `"identity"`, the source layer each inserted copy follows.
+        plan (`GrowthPlan`, *optional*): A ready plan instead of the arguments above.
+        max_shard_size (`int` or `str`, *optional*, defaults to `"2GB"`): Largest output file.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): Run the model code shipped in `src`.
+        overwrite (`bool`, *optional*, defaults to `False`): Replace an existing `dst` (only once the
+            new checkpoint is complete).
+        progress (`bool`, *optional*, defaults to `False`): Show a progress bar of the bytes written.
+
+    Returns:
+        `CheckpointGrowth`: What was written.
+
+    Raises:
+        FileExistsError: If `dst` exists and `overwrite` is `False`.
+        FileNotFoundError, ValueError: For a bad source or plan, see `plan_checkpoint_growth`.
+        OSError: If writing fails (a full disk); `dst` is then left as it was.
+
+    Example:
+
+    ```python
+    >>> from growth_ops import grow_checkpoint
+    >>> grow_checkpoint("tinyllama", "tinyllama-x2", factor=2, method="stack")
+    ```
+    """
+    destination = Path(dst).absolute()
+    _check_destination(Path(src).absolute(), destination, overwrite)
+    growth = plan_checkpoint_growth(
+        src,
+        factor=factor,
+        num_layers=num_layers,
+        method=method,
+        layer_map=layer_map,
+        overlap=overlap,
+        positions=positions,
+        plan=plan,
+        max_shard_size=max_shard_size,
+        trust_remote_code=trust_remote_code,
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.growing-", dir=destination.parent))
+    try:
+        _write(growth, staging, progress)
+        _move_into_place(staging, destination, overwrite)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            raise OSError(
+                error.errno, f"Writing the grown checkpoint failed ({error}); nothing was left at {destination}."
+            ) from error
+        raise
+    logger.info(
+        "growth_ops: wrote %s (%d -> %d layers, %d files)",
+        destination,
+        growth.plan.source_num_layers,
+        growth.plan.num_layers,
+        len(growth.shards),
+    )
+    return growth
+
+
+def _check_destination(source: Path, destination: Path, overwrite: bool) -> None:
+    resolved, source = destination.resolve(), source.resolve()
+    if resolved == source or source in resolved.parents:
+        raise ValueError(
+            f"The destination {destination} is the source checkpoint or inside it: choose a folder outside {source}."
+        )
+    if destination.exists() and not overwrite:
+        raise FileExistsError(
+            f"{destination} already exists: choose another destination, or pass overwrite=True (--force) to replace "
+            "it once the grown checkpoint is complete."
+        )
+    if destination.exists() and not destination.is_dir():
+        raise FileExistsError(f"{destination} exists and is not a folder: remove it or choose another destination.")
+
+
+def _load_config(source: Path, trust_remote_code: bool) -> PreTrainedConfig:
+    if not (source / CONFIG_NAME).is_file():
+        what = "does not exist" if not source.exists() else "has no config.json"
+        raise FileNotFoundError(
+            f"{source} {what}, so it is not a Transformers checkpoint: give the folder written by "
+            "`save_pretrained` (config.json and model.safetensors or its shards)."
+        )
+    try:
+        raw = json.loads((source / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source / CONFIG_NAME} is not valid JSON ({error}): fetch it again.") from None
+    model_type, auto_map = raw.get("model_type"), raw.get("auto_map")
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError) as error:
+        if auto_map and not trust_remote_code:
+            raise ValueError(
+                f"{source} has model_type {model_type!r} with its own code (auto_map {auto_map}): read the .py files "
+                "there, then pass trust_remote_code=True (--trust-remote-code) to run them."
+            ) from error
+        if not auto_map:
+            raise ValueError(
+                f"{source}/config.json has model_type {model_type!r}, which transformers {transformers.__version__} "
+                "does not know, and no auto_map naming code in the folder: upgrade transformers, or add the model's "
+                f"configuration and modeling files with an auto_map to the folder ({error})."
+            ) from error
+        raise ValueError(f"The config of {source} does not load ({error}).") from error
+
+
+def _read_weight_map(source: Path) -> dict[str, str]:
+    """`{tensor name: shard file}`, from the index or the single weights file."""
+    index = source / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{index} is not a safetensors index (a JSON object with a 'weight_map'): {error}; fetch it again."
+            ) from None
+        missing = defaultdict(list)
+        for name, filename in weight_map.items():
+            if not (source / filename).is_file():
+                missing[filename].append(name)
+        if missing:
+            shown = "; ".join(f"{f} ({len(n)} tensors, e.g. {n[0]!r})" for f, n in sorted(missing.items()))
+            raise FileNotFoundError(
+                f"Shard file(s) named in {index.name} are missing from {source}: {shown}. The download or copy is "
+                "incomplete: fetch the missing file(s) again."
+            )
+        return weight_map
+    single = source / SAFE_WEIGHTS_NAME
+    if single.is_file():
+        with _open_shard(single) as handle:
+            return dict.fromkeys(handle.keys(), SAFE_WEIGHTS_NAME)
+    others = sorted(p.name for p in source.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
+    raise FileNotFoundError(
+        f"{source} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}"
+        + (f" (it holds {others})" if others else "")
+        + ": growth_ops reads safetensors checkpoints only (pickles are never loaded). Convert one with "
+        "`AutoModelForCausalLM.from_pretrained(src).save_pretrained(new_folder)`."
+    )
+
+
+@contextlib.contextmanager
+def _open_shard(path: Path):
+    """`safe_open` a shard, reading with `pread` where safetensors offers it (>= 0.8): a memory map would keep
+    every page read resident in this process, so memory would grow with the model instead of one tensor."""
+    try:
+        try:
+            handle = safe_open(path, framework="pt", backend="pread")
+        except TypeError:
+            handle = safe_open(path, framework="pt")
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({error}): it is truncated or damaged (an interrupted "
+            "download or copy, or a Git LFS pointer?); fetch it again."
+        ) from None
+    with handle:
+        yield handle
+
+
+def _read_headers(source: Path, weight_map: dict[str, str]) -> dict[str, tuple[str, tuple[int, ...], int]]:
+    """`{tensor name: (safetensors dtype, shape, bytes)}` for every tensor of the index, from the headers only."""
+    by_file = defaultdict(list)
+    for name, filename in weight_map.items():
+        by_file[filename].append(name)
+    headers = {}
+    for filename, names in by_file.items():
+        with _open_shard(source / filename) as handle:
+            held = set(handle.keys())
+            absent = [name for name in names if name not in held]
+            if absent:
+                raise ValueError(
+                    f"The index of {source} places {len(absent)} tensor(s) in {filename} (e.g. {absent[0]!r}) that "
+                    "the file does not hold: the index and the shards come from different saves; fetch them again."
+                )
+            for name in names:
+                view = handle.get_slice(name)
+                shape = tuple(view.get_shape())
+                # An empty slice reads no data but tells the torch dtype, hence the element size.
+                dtype = (view[:0] if shape else handle.get_tensor(name)).dtype
+                headers[name] = (view.get_dtype(), shape, math.prod(shape) * dtype.itemsize)
+    return headers
+
+
+def _build_skeleton(config: PreTrainedConfig, source: Path, trust_remote_code: bool) -> PreTrainedModel:
+    """The model class of the checkpoint on the meta device: its module tree and parameter names, no memory."""
+    architectures = getattr(config, "architectures", None) or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    try:
+        with torch.device("meta"):
+            if isinstance(model_class, type) and issubclass(model_class, PreTrainedModel):
+                return model_class(config)
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"Cannot build the model class of {source} (architectures {architectures}, model_type "
+            f"{config.model_type!r}) from its config: {error}"
+        ) from error
+
+
+def _find_layers_prefix(
+    weight_map: dict[str, str], anatomy: DecoderAnatomy, skeleton: PreTrainedModel, source: Path
+) -> str:
+    """The layer list's path in the checkpoint's names: the model's own, or the base model's (no prefix)."""
+    candidates = [anatomy.layers_path]
+    base = getattr(skeleton, "base_model_prefix", "")
+    if base and anatomy.layers_path.startswith(base + "."):
+        candidates.append(anatomy.layers_path[len(base) + 1 :])
+    for prefix in candidates:
+        indices = {split[0] for name in weight_map if (split := split_layer_name(name, prefix))}
+        if indices and indices != set(range(anatomy.num_layers)):
+            raise ValueError(
+                f"The config of {source} has {anatomy.num_layers} layers but its weights hold layers "
+                f"{sorted(indices)} under {prefix!r}: the config and the weights do not belong together."
+            )
+        if indices:
+            return prefix
+    raise ValueError(
+        f"No tensor of {source} is named like a layer of {type(skeleton).__name__} ({' or '.join(candidates)}.N...; "
+        f"e.g. it holds {sorted(weight_map)[:3]}): re-save the checkpoint with `save_pretrained`."
+    )
+
+
+def _tied_aliases(skeleton: PreTrainedModel, names_on_disk: set[str]) -> set[str]:
+    """Tensors `save_pretrained` would not write because they are tied to one it keeps (a tied `lm_head`)."""
+    state = skeleton.state_dict()
+    kept = set(remove_tied_weights_from_state_dict(dict(state), skeleton))
+    groups = defaultdict(set)
+    for name, tensor in [*skeleton.named_parameters(remove_duplicate=False), *skeleton.named_buffers()]:
+        groups[id(tensor)].add(name)
+    return {
+        name
+        for group in groups.values()
+        for name in group - kept
+        if name in names_on_disk and group & kept & names_on_disk
+    }
+
+
+def _files_to_copy(source: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in source.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name not in _SKIPPED_FILES
+        and not p.name.endswith(_WEIGHT_SUFFIXES)
+    )
+
+
+def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
+    growth.config.save_pretrained(folder)
+    # After the config: the source's code files are the ones its auto_map names, not a copy of the installed package.
+    for name in growth.copied_files:
+        shutil.copy2(growth.source / name, folder / name)
+    bar = tqdm(total=growth.total_size, unit="B", unit_scale=True, desc="Growing checkpoint", disable=not progress)
+    with bar, contextlib.ExitStack() as stack:
+        handles = {}
+
+        def read(tensor: TensorCopy) -> torch.Tensor:
+            if tensor.source_file not in handles:
+                handles[tensor.source_file] = stack.enter_context(_open_shard(growth.source / tensor.source_file))
+            data = handles[tensor.source_file].get_tensor(tensor.source_name)
+            return data.zero_() if tensor.zeroed else data
+
+        for filename, names in growth.shards.items():
+            bar.set_postfix_str(filename)
+            _write_shard(folder / filename, [growth.tensors[n] for n in names], read, bar.update)
+    if len(growth.shards) > 1:
+        index = {
+            "metadata": {"total_parameters": growth.total_parameters, "total_size": growth.total_size},
+            "weight_map": {name: filename for filename, names in growth.shards.items() for name in names},
+        }
+        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    for filename, names in growth.shards.items():
+        with _open_shard(folder / filename) as handle:
+            if set(handle.keys()) != set(names):
+                raise OSError(f"{folder / filename} does not hold the tensors written to it; the disk may be failing.")
+
+
+def _write_shard(
+    path: Path, tensors: list[TensorCopy], read: Callable[[TensorCopy], torch.Tensor], advance: Callable[[int], object]
+) -> None:
+    """Stream one safetensors file to disk, one tensor in memory at a time.
+
+    Written by hand because safetensors' writers (`save_file`, `serialize_file`) need every tensor of a
+    file in memory at once. The format is safetensors': an 8-byte little-endian header size, a JSON
+    header (dtype, shape, data offsets of every tensor, padded with spaces to 8 bytes so that the data
+    is aligned), then the tensors' bytes back to back. The caller reads the file back with `safe_open`.
+    """
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in tensors:
+        header[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as file:
+        file.write(len(encoded).to_bytes(8, "little"))
+        file.write(encoded)
+        for tensor in tensors:
+            data = read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
+            if data.nbytes != tensor.nbytes:
+                raise ValueError(
+                    f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "
+                    f"{tensor.nbytes}: the shard is damaged; fetch it again."
+                )
+            file.write(memoryview(data))
+            advance(tensor.nbytes)
+
+
+def _move_into_place(staging: Path, destination: Path, overwrite: bool) -> None:
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    if not overwrite:  # created by someone else while we wrote
+        raise FileExistsError(f"{destination} appeared while growing: the grown checkpoint was not moved there.")
+    replaced = destination.with_name(f".{destination.name}.replaced-{uuid.uuid4().hex[:8]}")
+    destination.rename(replaced)
+    try:
+        staging.rename(destination)
+    except OSError:
+        replaced.rename(destination)
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)

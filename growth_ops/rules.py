@@ -1,0 +1,136 @@
+"""Per-tensor and per-config rules of depth growth, shared by both sinks: `apply_plan` (a model in memory)
+and `grow_checkpoint` (safetensors on disk).
+
+Both sinks read a `GrowthPlan` through these functions only, so a layer's tensors are copied from the
+same source, zeroed by the same name rule and described by the same config in memory and on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .anatomy import DecoderAnatomy
+from .plan import GrowthPlan
+
+
+def is_residual_writer(name: str, anatomy: DecoderAnatomy) -> bool:
+    """Whether a tensor, by its name inside a layer, writes into the residual stream.
+
+    Names match whole dotted components, so one rule covers module parameters (`mlp.down_proj.weight`),
+    fused expert tensors (`mlp.experts.down_proj`) and the per-expert names checkpoints keep on disk
+    (`block_sparse_moe.experts.0.w2.weight`).
+
+    Args:
+        name (`str`): Tensor or parameter name relative to its layer.
+        anatomy (`DecoderAnatomy`): Gives the residual-writer names of the model type.
+
+    Returns:
+        `bool`
+    """
+    return any(part in anatomy.residual_writers for part in name.split("."))
+
+
+def is_zeroed(name: str, rule: str, anatomy: DecoderAnatomy) -> bool:
+    """Whether a grown layer built with init `rule` starts this tensor at zero (the identity init).
+
+    Args:
+        name (`str`): Tensor or parameter name relative to its layer.
+        rule (`str`): The layer's init rule, one of `growth_ops.plan.INIT_RULES`.
+        anatomy (`DecoderAnatomy`): Gives the residual-writer names of the model type.
+
+    Returns:
+        `bool`: `True` only for residual writers of `zero_residual` layers.
+    """
+    return rule == "zero_residual" and is_residual_writer(name, anatomy)
+
+
+def split_layer_name(name: str, layers_prefix: str) -> tuple[int, str] | None:
+    """Split a full tensor name into its layer index and its name inside the layer.
+
+    Args:
+        name (`str`): Full tensor name, e.g. `"model.layers.3.mlp.up_proj.weight"`.
+        layers_prefix (`str`): Dotted path of the layer list in those names, e.g. `"model.layers"`.
+
+    Returns:
+        `tuple[int, str]` or `None`: `(3, "mlp.up_proj.weight")`, or `None` for a tensor outside the
+        layer list.
+    """
+    match = re.fullmatch(rf"{re.escape(layers_prefix)}\.(\d+)\.(.+)", name)
+    return (int(match[1]), match[2]) if match else None
+
+
+def grown_tensor_sources(
+    names: Iterable[str], layers_prefix: str, plan: GrowthPlan, anatomy: DecoderAnatomy
+) -> dict[str, tuple[str, bool]]:
+    """Where every tensor of the grown model comes from: `{new name: (source name, zeroed)}`.
+
+    Tensors outside the layer list keep their name; layer `j` of the grown model takes every tensor of
+    source layer `plan.sources[j]`, renamed to index `j`, zeroed where `is_zeroed` says so.
+
+    Args:
+        names (`Iterable[str]`): Full names of the source model's tensors.
+        layers_prefix (`str`): Dotted path of the layer list in those names.
+        plan (`GrowthPlan`): The growth plan.
+        anatomy (`DecoderAnatomy`): Gives the residual-writer names of the model type.
+
+    Returns:
+        `dict[str, tuple[str, bool]]`: Outside tensors first, then layer by layer, each in source order.
+    """
+    outside: dict[str, tuple[str, bool]] = {}
+    by_layer: dict[int, list[tuple[str, str]]] = {}
+    for name in names:
+        split = split_layer_name(name, layers_prefix)
+        if split is None:
+            outside[name] = (name, False)
+        else:
+            by_layer.setdefault(split[0], []).append((split[1], name))
+    grown = dict(outside)
+    for j, (source, rule) in enumerate(zip(plan.sources, plan.inits, strict=True)):
+        for rest, name in by_layer.get(source, []):
+            grown[f"{layers_prefix}.{j}.{rest}"] = (name, is_zeroed(rest, rule, anatomy))
+    return grown
+
+
+def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[str, Any]:
+    """The new values of the layer count and of every per-layer config entry, validated on a copy.
+
+    Per-layer lists (`layer_types`) follow the plan's sources; index lists (`mlp_only_layers`) hold the
+    new positions whose source was listed; a Qwen-MoE sparse step becomes an explicit dense-layer list.
+
+    Args:
+        config (`PreTrainedConfig` or `None`): The config that holds the layer count.
+        anatomy (`DecoderAnatomy`): Names the layer-count key and the per-layer keys of `config`.
+        plan (`GrowthPlan`): The growth plan.
+
+    Returns:
+        `dict[str, Any]`: `{attribute: new value}` to set on `config`; empty when `config` is `None`.
+
+    Raises:
+        ValueError: If a strict config refuses a new value (its validators run on a copy).
+    """
+    if config is None:
+        return {}
+    sources = plan.sources
+    changes: dict[str, Any] = {anatomy.num_layers_key: plan.num_layers}
+    for key in anatomy.per_layer_keys:
+        old = getattr(config, key)
+        changes[key] = type(old)(old[s] for s in sources)
+    for key in anatomy.index_list_keys:
+        old = getattr(config, key)
+        changes[key] = type(old)(j for j, s in enumerate(sources) if s in set(old))
+    if anatomy.sparse_step:
+        step_key, dense_key, experts_key = anatomy.sparse_step
+        step = getattr(config, step_key)
+        if step != 1 and getattr(config, experts_key, 0) > 0:
+            # Written out as a list, the dense layers no longer depend on their index.
+            dense = set(getattr(config, dense_key)) | {i for i in range(plan.source_num_layers) if (i + 1) % step}
+            changes[step_key] = 1
+            changes[dense_key] = [j for j, s in enumerate(sources) if s in dense]
+    # Strict configs type-check on assignment: fail here, on a copy, rather than half-way through a commit.
+    trial = copy.deepcopy(config)
+    for key, value in changes.items():
+        setattr(trial, key, value)
+    return changes
