@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+# The tests cover the JAX path and the evaluation too; the quickstart needs only the training extra.
+EXTRAS ?= dev,jax,eval
 
 .PHONY: install quickstart test test-fast lint format clean
 
@@ -16,6 +17,7 @@ install: $(BIN)/python
 	$(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/pip install -e ".[$(EXTRAS)]"
 
+quickstart: EXTRAS = train
 quickstart: install
 	$(BIN)/python examples/quickstart.py
 

@@ -11,6 +11,7 @@ from .configuration_mtlm import MTLM_PRESETS, MTLMConfig
 from .llama_interop import from_llama, to_llama
 from .modeling_mtlm import MTLMForCausalLM, MTLMModel, MTLMPreTrainedModel
 from .original_m1 import import_original_m1
+from .publishing import PublishError, publish
 from .tokenization import mistral_tokenizer
 
 AutoConfig.register(MTLMConfig.model_type, MTLMConfig, exist_ok=True)
@@ -26,8 +27,10 @@ __all__ = [
     "MTLMForCausalLM",
     "MTLMModel",
     "MTLMPreTrainedModel",
+    "PublishError",
     "from_llama",
     "import_original_m1",
     "mistral_tokenizer",
+    "publish",
     "to_llama",
 ]

@@ -104,6 +104,14 @@ def test_interrupted_runs_resume_exactly_across_growth(tmp_path, small_corpus):
     assert final["num_hidden_layers"] == 4 and len(final["layer_types"]) == 4
     assert {"tokenizer.json", "model.safetensors", "modeling_mtlm.py"} <= {p.name for p in (whole / "final").iterdir()}
     assert list((whole / "logs").rglob("events.out.tfevents.*")), "TensorBoard wrote no event file"
+    # The card's training metadata counts the steps trained twice after a resume once.
+    sys.path.insert(0, str(ROOT / "hub_cards"))
+    from build_card import load_training_metadata
+
+    metadata = load_training_metadata(pieces / "training.json")
+    assert metadata["steps"] == 12 and metadata["tokens_trained"] == 12 * 4 * 2 * 64
+    assert metadata["growth"] == {"at_step": 6, "from_layers": 2, "to_layers": 4, "method": "stack"}
+    assert 0 < metadata["training_time_hours"] < 1 and metadata["precision"] == "fp32"
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -15,6 +15,9 @@ starts a single process: the `--multi_gpu` form above is the one that starts two
 import argparse
 import json
 import math
+import os
+import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +151,48 @@ def evaluate(model, accelerator: Accelerator, blocks: torch.Tensor, batch_size: 
     return accelerator.gather(losses.mean()[None]).mean().item()
 
 
+def describe_hardware(accelerator: Accelerator) -> str:
+    """What the run trained on, as a model card states it ("2x NVIDIA H100 80GB HBM3")."""
+    if accelerator.device.type == "cuda":
+        return f"{accelerator.num_processes}x {torch.cuda.get_device_name(accelerator.device)}"
+    cpu = platform.processor() or platform.machine()
+    return f"{accelerator.num_processes} {accelerator.device.type.upper()} process(es) ({cpu}, {os.cpu_count()} cores)"
+
+
+def training_metadata(
+    cfg: RunConfig, accelerator: Accelerator, tokens_per_step: int, loss_log: Path, layers: tuple[int, int]
+) -> dict:
+    """The training metadata that `hub_cards/build_card.py` reads, from this run's loss log.
+
+    Steps logged twice (the tail of an interrupted run, trained again after resuming) count once, at
+    their last time: the time is the sum of the optimizer steps' wall time over all sessions, without
+    evaluation, checkpointing or start-up.
+    """
+    steps = {}
+    for line in loss_log.read_text().splitlines():
+        record = json.loads(line)
+        steps[record["step"]] = record.get("seconds", 0.0)
+    metadata = {
+        "tokens_trained": tokens_per_step * len(steps),
+        "hardware": describe_hardware(accelerator),
+        "training_time_hours": sum(steps.values()) / 3600,
+        "framework": f"PyTorch {torch.__version__} + Accelerate",
+        "precision": "bf16 autocast" if cfg.training.mixed_precision == "bf16" else "fp32",
+        "steps": len(steps),
+        "tokens_per_step": tokens_per_step,
+        "loss_log": loss_log.name,
+        "command": " ".join(["accelerate launch", *sys.argv]),
+    }
+    if cfg.growth.at_step is not None:
+        metadata["growth"] = {
+            "at_step": cfg.growth.at_step,
+            "from_layers": layers[0],
+            "to_layers": layers[1],
+            "method": cfg.growth.method,
+        }
+    return metadata
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
@@ -168,6 +213,7 @@ def main() -> None:
 
     model_config = mtlm_hf.MTLMConfig.from_preset(cfg.model.preset, **cfg.model.overrides)
     validate(cfg, model_config)
+    base_layers = model_config.num_hidden_layers  # the model shares this config, and growth changes it
     checkpoint = None
     if args.resume == "auto":
         checkpoint = (complete_checkpoints(out / "checkpoints") or [None])[-1]
@@ -244,10 +290,11 @@ def main() -> None:
             step_loss += loss.detach() / t.grad_accum
         scheduler.step()
         loss_value = accelerator.gather(step_loss[None]).mean().item()
+        step_seconds = time.perf_counter() - started
         if accelerator.is_main_process:
             with (out / "train_losses.jsonl").open("a") as log:
-                log.write(json.dumps({"step": step + 1, "loss": loss_value}) + "\n")
-        tokens_per_second = tokens_per_step / (time.perf_counter() - started)
+                log.write(json.dumps({"step": step + 1, "loss": loss_value, "seconds": step_seconds}) + "\n")
+        tokens_per_second = tokens_per_step / step_seconds
         mfu = tokens_per_second * flops_per_token(accelerator.unwrap_model(model)) / peak if peak else None
         progress.set_postfix(
             loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_second:,.0f}", mfu=f"{mfu:.1%}" if mfu else "n/a"
@@ -279,6 +326,9 @@ def main() -> None:
     final.save_pretrained(out / "final", is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(out / "final")
+        layers = (base_layers, final.config.num_hidden_layers)
+        metadata = training_metadata(cfg, accelerator, tokens_per_step, out / "train_losses.jsonl", layers)
+        (out / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
     accelerator.end_training()
     accelerator.print(f"final model: {out / 'final'} (loads with trust_remote_code=True)")
 
