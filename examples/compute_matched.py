@@ -1,0 +1,291 @@
+"""Compute-matched training on real text: the pieces `examples/quickstart.py` and
+`benchmarks/growth_speedup.py` share, so that both count, train and compare the same way.
+
+A run trains one M1-style MTLM until it has spent a budget of training FLOPs, optionally growing it
+in depth part-way with `growth_ops.grow_depth`, and records validation loss against FLOPs spent.
+FLOPs are counted as `FLOP_FORMULA` says (the formula of ../shared/GROWTH_STUDY.md), the small
+model's FLOPs included in a grown run, so runs of different sizes compare at equal compute.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import load_dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+import mtlm_hf
+from growth_ops import grow_depth
+
+DATA_DIR = Path(__file__).parent / "data" / "shakespeare"
+FLOP_FORMULA = "6 * (non-embedding parameters + hidden_size * vocab_size) per training token"
+
+
+@dataclass
+class ComputeMatchedConfig:
+    vocab_size: int = 4096  # byte-level BPE trained on the training split
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_attention_heads: int = 6
+    small_layers: int = 3  # grown x2 to 6
+    seq_len: int = 128  # tokens per block
+    batch_size: int = 16  # blocks per step
+    scratch_steps: int = 300  # steps of the big model from scratch; fixes the FLOP budget
+    grow_at: float = 0.4  # fraction of the FLOP budget spent on the small model before growth
+    lr: float = 2e-3
+    warmup_steps: int = 30
+    eval_points: int = 12  # validation evaluations per run
+    eval_blocks: int = 64  # validation blocks per evaluation
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Growth:
+    """When and how a run grows: `grow_depth(model, factor=factor, method=method)` at `at` of the budget."""
+
+    method: str  # "stack", "interleave" or "identity" (function-preserving insert)
+    at: float  # fraction of the FLOP budget spent on the small model before growth
+    factor: int = 2
+
+
+@dataclass
+class Corpus:
+    tokenizer: PreTrainedTokenizerFast
+    train: torch.Tensor  # (blocks, seq_len) token ids of the training split
+    val: torch.Tensor  # (eval_blocks, seq_len) token ids of the held-out split
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE over the training split: a 32k vocabulary would dominate a model this small."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def pack(texts: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> torch.Tensor:
+    """Tokenize each document, end it with EOS, concatenate and cut into blocks of `seq_len` tokens."""
+    ids = []
+    for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids.extend(encoded + [tokenizer.eos_token_id])
+    num_blocks = len(ids) // seq_len
+    return torch.tensor(ids[: num_blocks * seq_len]).view(num_blocks, seq_len)
+
+
+def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path = DATA_DIR) -> Corpus:
+    """Train the tokenizer on the training split and pack both splits into blocks.
+
+    Args:
+        cfg (`ComputeMatchedConfig`): Gives the vocabulary size, block length and validation blocks kept.
+        data_dir (`Path`, *optional*, defaults to the embedded Shakespeare corpus): A folder holding
+            `train.jsonl.gz` and `validation.jsonl.gz`, one document a line with a `"text"` field.
+
+    Returns:
+        `Corpus`: The tokenizer and both splits as token blocks.
+
+    Raises:
+        FileNotFoundError: If a split is missing from `data_dir`.
+    """
+    files = {split: Path(data_dir) / f"{split}.jsonl.gz" for split in ("train", "validation")}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{', '.join(missing)} not found: a corpus folder needs train.jsonl.gz and validation.jsonl.gz "
+            'with one {"text": ...} document per line (see examples/data/shakespeare/).'
+        )
+    corpus = load_dataset("json", data_files={split: str(path) for split, path in files.items()})
+    train_texts, val_texts = list(corpus["train"]["text"]), list(corpus["validation"]["text"])
+    tokenizer = train_tokenizer(train_texts, cfg.vocab_size)
+    train = pack(train_texts, tokenizer, cfg.seq_len)
+    val = pack(val_texts, tokenizer, cfg.seq_len)[: cfg.eval_blocks]
+    return Corpus(tokenizer, train, val)
+
+
+def flops_per_token(model: torch.nn.Module) -> int:
+    """6 * (non-embedding parameters + hidden * vocab): the forward and backward matmul FLOPs."""
+    config = model.config
+    non_embedding = count_non_embedding_parameters(model)
+    return 6 * (non_embedding + config.hidden_size * config.vocab_size)
+
+
+def count_non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the input embedding (and the output head when it is a separate matrix)."""
+    non_embedding = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    if not model.config.tie_word_embeddings:
+        non_embedding -= model.get_output_embeddings().weight.numel()
+    return non_embedding
+
+
+def build_model(cfg: ComputeMatchedConfig, num_layers: int, vocab_size: int) -> torch.nn.Module:
+    config = mtlm_hf.MTLMConfig.from_preset(
+        "m1-base",
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_hidden_layers=num_layers,
+        max_position_embeddings=cfg.seq_len,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    return AutoModelForCausalLM.from_config(config)
+
+
+def flop_budget(cfg: ComputeMatchedConfig, num_layers: int, vocab_size: int) -> float:
+    """The budget every run spends: `cfg.scratch_steps` training steps of a `num_layers`-layer model."""
+    return cfg.scratch_steps * cfg.batch_size * cfg.seq_len * flops_per_token(build_model(cfg, num_layers, vocab_size))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW as the original M1: betas (0.9, 0.95), weight decay on 2-D weights only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def get_lr(progress: float, step: int, cfg: ComputeMatchedConfig) -> float:
+    """Linear warmup, then cosine from lr to 0.1 x lr over the FLOP budget (`progress` in [0, 1])."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int, bf16: bool = False) -> float:
+    model.eval()
+    device = model.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        losses = [model(batch, labels=batch).loss.item() for batch in blocks.split(batch_size)]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train_compute_matched(
+    name: str,
+    cfg: ComputeMatchedConfig,
+    corpus: Corpus,
+    num_layers: int,
+    budget: float,
+    growth: Growth | None = None,
+    device: str = "cpu",
+    bf16: bool = False,
+) -> tuple[dict, torch.nn.Module]:
+    """Train a `num_layers`-layer model (grown as `growth` says, if given) until it has spent `budget` FLOPs.
+
+    Every run with the same `cfg.seed` starts from the same initial weights for its size and draws
+    the same sequence of training batches, so runs pair up seed by seed.
+
+    Args:
+        name (`str`): Label of the run in the log, the results and the plot.
+        cfg (`ComputeMatchedConfig`): Model shape and optimisation settings (`cfg.grow_at` is not read).
+        corpus (`Corpus`): Training and validation blocks.
+        num_layers (`int`): Layers of the model at the start of the run.
+        budget (`float`): Training FLOPs to spend; the run stops at the first step that reaches it.
+        growth (`Growth`, *optional*): Grow once when `growth.at * budget` FLOPs are spent; the
+            optimizer is then rebuilt fresh, so it knows the new layers.
+        device (`str`, *optional*, defaults to `"cpu"`): Where the model trains (`"cuda"` on a GPU).
+        bf16 (`bool`, *optional*, defaults to `False`): Train and evaluate under bfloat16 autocast.
+
+    Returns:
+        `tuple[dict, torch.nn.Module]`: The record of the run (every validation point as training
+        FLOPs and loss, the loss jump at growth) and the trained model.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, num_layers, corpus.vocab_size).to(device).train()
+    val = corpus.val.to(device)
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    optimizer = make_optimizer(model, cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    eval_every = budget / cfg.eval_points
+    spent, step, next_eval, grown_at = 0.0, 0, 0.0, None
+    points, loss_before_growth, growth_jump = [], None, None
+    start = time.time()
+    while spent < budget:
+        if spent >= next_eval:
+            points.append({"flops": spent, "val_loss": evaluate(model, val, cfg.batch_size, bf16), "step": step})
+            next_eval += eval_every
+        if growth is not None and grown_at is None and spent >= growth.at * budget:
+            # Growth #
+            loss_before_growth = evaluate(model, val, cfg.batch_size, bf16)
+            model = grow_depth(model, factor=growth.factor, method=growth.method)
+            optimizer = make_optimizer(model, cfg.lr)  # a fresh optimizer knows the new layers
+            growth_jump = evaluate(model, val, cfg.batch_size, bf16) - loss_before_growth
+            grown_at = spent
+        batch = corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(spent / budget, step, cfg)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        spent += tokens_per_step * flops_per_token(model)
+        step += 1
+    points.append({"flops": spent, "val_loss": evaluate(model, val, cfg.batch_size, bf16), "step": step})
+    print(f"{name:>28}: {step} steps, final val loss {points[-1]['val_loss']:.3f} ({time.time() - start:.0f} s)")
+    result = {
+        "name": name,
+        "layers_final": model.config.num_hidden_layers,
+        "parameters_final": sum(p.numel() for p in model.parameters()),
+        "tokens": step * tokens_per_step,
+        "points": points,
+        "grown_at_flops": grown_at,
+        "loss_jump_at_growth": growth_jump,
+    }
+    return result, model
+
+
+def flops_to_reach(points: list[dict], target: float) -> float | None:
+    """Training FLOPs at which validation loss first reaches `target` (linear interpolation)."""
+    for previous, point in zip(points, points[1:], strict=False):
+        if point["val_loss"] <= target:
+            span = previous["val_loss"] - point["val_loss"]
+            frac = 1.0 if span <= 0 else (previous["val_loss"] - target) / span
+            return previous["flops"] + frac * (point["flops"] - previous["flops"])
+    return None
+
+
+def plot_loss_vs_flops(runs: list[dict], title: str, path: Path, target: float | None = None) -> None:
+    """Validation loss against training FLOPs, one line per run, a dotted line at each growth step.
+
+    A run that carries `val_loss_min` and `val_loss_max` (one value per point, e.g. over seeds) is
+    drawn with that band around its line; `target`, if given, is drawn as a dashed horizontal line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        xs = [p["flops"] for p in run["points"]]
+        (line,) = ax.plot(xs, [p["val_loss"] for p in run["points"]], marker="o", ms=3, label=run["name"])
+        if "val_loss_min" in run:
+            ax.fill_between(xs, run["val_loss_min"], run["val_loss_max"], color=line.get_color(), alpha=0.2)
+        if run["grown_at_flops"] is not None:
+            ax.axvline(run["grown_at_flops"], ls=":", c="gray")
+    if target is not None:
+        ax.axhline(target, ls="--", c="black", lw=0.8, label="scratch's final loss (mean)")
+    ax.set_xlabel("training FLOPs (6 N T, small model's FLOPs included)")
+    ax.set_ylabel("validation loss (held-out plays)")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(top=min(max(p["val_loss"] for r in runs for p in r["points"][1:]) + 0.2, 9))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

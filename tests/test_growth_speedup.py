@@ -1,0 +1,146 @@
+"""The growth benchmark (benchmarks/growth_speedup.py), run for real at a tiny setting: its JSON is
+complete and consistent with its own curves. Its conclusions are not tested (a tiny run proves nothing)."""
+
+import argparse
+import gzip
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "examples" / "data" / "shakespeare"
+SEEDS = [0, 1]
+GROWTH = ["stack@0.25", "stack@0.5", "interleave@0.5", "identity@0.5"]
+SCRATCH_STEPS = 8
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("growth_speedup", ROOT / "benchmarks" / "growth_speedup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_small_corpus(folder: Path) -> Path:
+    """A slice of the embedded corpus (real text), so the tokenizer trains in a fraction of a second."""
+    folder.mkdir()
+    for split, chars in (("train", 150_000), ("validation", 20_000)):
+        with gzip.open(CORPUS / f"{split}.jsonl.gz", "rt") as source:
+            docs = [json.loads(line) for line in source][:2]
+        with gzip.open(folder / f"{split}.jsonl.gz", "wt") as target:
+            for doc in docs:
+                target.write(json.dumps({"text": doc["text"][: chars // 2]}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("growth_speedup")
+    command = [sys.executable, str(ROOT / "benchmarks" / "growth_speedup.py"), "--out", str(tmp)]
+    command += ["--data-dir", str(write_small_corpus(tmp / "corpus")), "--vocab-size", "300", "--hidden-size", "32"]
+    command += ["--intermediate-size", "64", "--num-attention-heads", "2", "--seq-len", "32", "--batch-size", "4"]
+    command += ["--scratch-steps", str(SCRATCH_STEPS), "--warmup-steps", "2", "--eval-points", "4"]
+    command += ["--eval-blocks", "8", "--seeds", *map(str, SEEDS), "--growth", *GROWTH]
+    # One thread: a model this small gains nothing from more, and threads contend on shared cores.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp / "growth_speedup.png").stat().st_size > 10_000
+    return json.loads((tmp / "growth_speedup.json").read_text())
+
+
+def test_report_has_scratch_the_control_and_every_grown_run_for_every_seed(report):
+    kinds = [run["kind"] for run in report["runs"]]
+    assert kinds == ["scratch", "control"] + ["grown"] * len(GROWTH)
+    assert "control" in report["runs"][1]["name"]
+    grown = [f"{run['growth']['method']}@{run['growth']['at']:g}" for run in report["runs"][2:]]
+    assert grown == GROWTH
+    for run in report["runs"]:
+        assert [seed_run["seed"] for seed_run in run["seeds"]] == SEEDS
+    assert report["flop_formula"].startswith("6 * (non-embedding parameters + hidden_size * vocab_size)")
+    assert report["gpu_run"].startswith("not measured")
+    assert report["wall_time_s"] > 0 and len(report["load_average_start"]) == len(report["load_average_end"]) == 3
+
+
+def test_every_run_spends_the_same_flop_budget(report):
+    budget = report["flop_budget"]
+    big, small = report["models"]["big"], report["models"]["small"]
+    assert budget == SCRATCH_STEPS * 4 * 32 * big["flops_per_token"]
+    assert big["layers"] == 2 * small["layers"] and big["flops_per_token"] > small["flops_per_token"]
+    for run in report["runs"]:
+        for seed_run in run["seeds"]:
+            spent = seed_run["points"][-1]["flops"]
+            assert budget <= spent < budget * (1 + 1 / SCRATCH_STEPS)  # overshot by less than one big step
+            expected_layers = small["layers"] if run["kind"] == "control" else big["layers"]
+            assert seed_run["layers_final"] == expected_layers
+        # Seeds share their evaluation points, so the plotted mean and band are taken point by point.
+        assert len({tuple(p["flops"] for p in s["points"]) for s in run["seeds"]}) == 1
+
+
+def test_regime_check_matches_the_final_losses(report):
+    regime = report["regime"]
+    scratch, control = report["runs"][0]["seeds"], report["runs"][1]["seeds"]
+    beats = all(
+        s["points"][-1]["val_loss"] < c["points"][-1]["val_loss"] for s, c in zip(scratch, control, strict=True)
+    )
+    assert regime["big_from_scratch_beats_small_control"] is beats
+    assert regime["tokens_per_parameter"] == pytest.approx(
+        scratch[0]["tokens"] / report["models"]["big"]["parameters"]
+    )
+    assert ("does NOT measure growth" in report["verdict"]) is (not beats)
+    assert regime["scratch_final_val_loss"]["mean"] == pytest.approx(
+        statistics.fmean(s["points"][-1]["val_loss"] for s in scratch)
+    )
+
+
+def test_flops_to_reach_scratch_loss_are_read_off_each_seeds_curve(report):
+    scratch_by_seed = {s["seed"]: s for s in report["runs"][0]["seeds"]}
+    for run in report["runs"]:
+        for seed_run in run["seeds"]:
+            scratch = scratch_by_seed[seed_run["seed"]]
+            target = scratch["points"][-1]["val_loss"]
+            assert seed_run["scratch_final_val_loss"] == target
+            points, reached = seed_run["points"], seed_run["flops_to_reach_scratch_final_loss"]
+            crossing = next((i for i in range(1, len(points)) if points[i]["val_loss"] <= target), None)
+            if crossing is None:
+                assert reached is None and seed_run["fraction_of_scratch_flops"] is None
+                continue
+            assert points[crossing - 1]["flops"] < reached <= points[crossing]["flops"]
+            scratch_flops = scratch["flops_to_reach_scratch_final_loss"]
+            assert seed_run["fraction_of_scratch_flops"] == pytest.approx(reached / scratch_flops)
+        summary = run["summary"]
+        fractions = [s["fraction_of_scratch_flops"] for s in run["seeds"]]
+        if None in fractions:
+            assert summary["fraction_of_scratch_flops"] is None
+        else:
+            assert summary["fraction_of_scratch_flops"]["mean"] == pytest.approx(statistics.fmean(fractions))
+
+
+def test_loss_jump_is_reported_for_grown_runs_and_is_nil_for_identity_growth(report):
+    budget = report["flop_budget"]
+    for run in report["runs"]:
+        for seed_run in run["seeds"]:
+            if run["kind"] != "grown":
+                assert seed_run["loss_jump_at_growth"] is None and seed_run["grown_at_flops"] is None
+                continue
+            assert seed_run["grown_at_flops"] >= run["growth"]["at"] * budget
+            if run["growth"]["method"] == "identity":  # function-preserving: the loss does not move
+                assert abs(seed_run["loss_jump_at_growth"]) < 1e-4
+            else:
+                assert seed_run["loss_jump_at_growth"] is not None
+
+
+def test_bad_growth_spec_and_missing_corpus_get_clear_errors(tmp_path):
+    benchmark = load_benchmark()
+    assert benchmark.parse_growth("interleave@0.3").method == "interleave"
+    for bad in ("stack", "grow@0.4", "stack@1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="METHOD@FRACTION"):
+            benchmark.parse_growth(bad)
+    with pytest.raises(FileNotFoundError, match="train.jsonl.gz and validation.jsonl.gz"):
+        benchmark.load_corpus(benchmark.GrowthSpeedupConfig(), tmp_path)
