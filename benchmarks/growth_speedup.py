@@ -2,6 +2,7 @@
 against the control the naive comparison forgets: the small model alone for the whole budget.
 
     python benchmarks/growth_speedup.py     # miniature default on CPU; writes growth_speedup.json/.png beside this file
+    python benchmarks/growth_speedup.py --replot     # redraw growth_speedup.png from growth_speedup.json
     python benchmarks/growth_speedup.py --device cuda --bf16 --data-dir CORPUS --vocab-size 8192 \\
         --hidden-size 512 --intermediate-size 1408 --num-attention-heads 8 --small-layers 4 \\
         --seq-len 256 --batch-size 64 --scratch-steps 36000 --seeds 0 1 2 --out outputs/growth_speedup_gpu
@@ -142,6 +143,21 @@ def band(run: dict) -> dict:
     }
 
 
+def regime_title(regime: dict) -> str:
+    return f"{regime['tokens_per_parameter']:.3g} tokens per parameter (big model); " + (
+        "the big model from scratch beats the small control"
+        if regime["big_from_scratch_beats_small_control"]
+        else "it does not beat the small control: growth not measured"
+    )
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """The plot of a report: every run's mean over seeds with its band, and a zoom on the second half."""
+    regime = report["regime"]
+    target = regime["scratch_final_val_loss"]["mean"]
+    plot_loss_vs_flops([band(r) for r in report["runs"]], regime_title(regime), path, target=target, zoom_from=0.5)
+
+
 def describe_machine(device: str) -> dict:
     cpuinfo = Path("/proc/cpuinfo")
     names = [
@@ -205,7 +221,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="train and evaluate under bfloat16 autocast")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="train.jsonl.gz + validation.jsonl.gz")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for growth_speedup.json and .png")
+    parser.add_argument("--replot", action="store_true", help="redraw the .png from the .json in --out; train nothing")
     args = parser.parse_args()
+    if args.replot:
+        plot_report(json.loads((args.out / "growth_speedup.json").read_text()), args.out / "growth_speedup.png")
+        return
     cfg = GrowthSpeedupConfig(**{k: v for k, v in vars(args).items() if hasattr(GrowthSpeedupConfig, k)})
     args.out.mkdir(parents=True, exist_ok=True)
     load_start, start, cpu_start = os.getloadavg(), time.time(), time.process_time()
@@ -268,13 +288,6 @@ def main() -> None:
         "rule": "on every seed, the big model from scratch ends with a lower validation loss than the small "
         "model alone (same seed, same FLOP budget)",
     }
-    title = f"{tokens_per_parameter:.3g} tokens per parameter (big model); " + (
-        "the big model from scratch beats the small control"
-        if big_beats_small
-        else "it does not beat the small control: growth not measured"
-    )
-    target = regime["scratch_final_val_loss"]["mean"]
-    plot_loss_vs_flops([band(r) for r in runs], title, args.out / "growth_speedup.png", target=target)
     load_end = os.getloadavg()
 
     report = {
@@ -323,8 +336,9 @@ def main() -> None:
         "verdict": verdict(big_beats_small, tokens_per_parameter, grown),
     }
     (args.out / "growth_speedup.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_report(report, args.out / "growth_speedup.png")
 
-    print(f"\nregime: {title}")
+    print(f"\nregime: {regime_title(regime)}")
     for run in runs:
         flops = run["summary"]["fraction_of_scratch_flops"]
         reached = f"{flops['mean']:.0%} of scratch's FLOPs" if flops else "scratch's loss not reached on every seed"

@@ -261,31 +261,50 @@ def flops_to_reach(points: list[dict], target: float) -> float | None:
     return None
 
 
-def plot_loss_vs_flops(runs: list[dict], title: str, path: Path, target: float | None = None) -> None:
+def plot_loss_vs_flops(
+    runs: list[dict], title: str, path: Path, target: float | None = None, zoom_from: float | None = None
+) -> None:
     """Validation loss against training FLOPs, one line per run, a dotted line at each growth step.
 
     A run that carries `val_loss_min` and `val_loss_max` (one value per point, e.g. over seeds) is
     drawn with that band around its line; `target`, if given, is drawn as a dashed horizontal line.
+    With `zoom_from` (a fraction of the budget), a second panel shows the end of the budget, where
+    the final losses of the runs differ by less than the first panel can show.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        xs = [p["flops"] for p in run["points"]]
-        (line,) = ax.plot(xs, [p["val_loss"] for p in run["points"]], marker="o", ms=3, label=run["name"])
-        if "val_loss_min" in run:
-            ax.fill_between(xs, run["val_loss_min"], run["val_loss_max"], color=line.get_color(), alpha=0.2)
-        if run["grown_at_flops"] is not None:
-            ax.axvline(run["grown_at_flops"], ls=":", c="gray")
-    if target is not None:
-        ax.axhline(target, ls="--", c="black", lw=0.8, label="scratch's final loss (mean)")
-    ax.set_xlabel("training FLOPs (6 N T, small model's FLOPs included)")
-    ax.set_ylabel("validation loss (held-out plays)")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(top=min(max(p["val_loss"] for r in runs for p in r["points"][1:]) + 0.2, 9))
-    ax.legend()
+    fig, axes = plt.subplots(1, 2 if zoom_from is not None else 1, figsize=(12 if zoom_from is not None else 7, 4.5))
+    axes = list(axes) if zoom_from is not None else [axes]
+    end = max(p["flops"] for run in runs for p in run["points"])
+    for panel, ax in enumerate(axes):
+        start = zoom_from * end if panel else 0.0
+        shown = []
+        for run in runs:
+            kept = [i for i, p in enumerate(run["points"]) if p["flops"] >= start]
+            xs = [run["points"][i]["flops"] for i in kept]
+            ys = [run["points"][i]["val_loss"] for i in kept]
+            shown += ys if panel else ys[1:]
+            (line,) = ax.plot(xs, ys, marker="o", ms=3, label=run["name"])
+            if "val_loss_min" in run:
+                low, high = [run["val_loss_min"][i] for i in kept], [run["val_loss_max"][i] for i in kept]
+                ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+                shown += low + high if panel else []
+            if run["grown_at_flops"] is not None and run["grown_at_flops"] >= start:
+                ax.axvline(run["grown_at_flops"], ls=":", c="gray")
+        if target is not None:
+            ax.axhline(target, ls="--", c="black", lw=0.8, label="scratch's final loss (mean)")
+        ax.set_xlabel("training FLOPs (6 N T, small model's FLOPs included)")
+        ax.set_ylabel("validation loss (held-out plays)")
+        if panel:
+            ax.set_title(f"the last {1 - zoom_from:.0%} of the budget, seeds' min-max as bands", fontsize=9)
+            ax.set_ylim(min(shown) - 0.01, max(shown) + 0.01)
+        else:
+            ax.set_title(title, fontsize=9)
+            ax.set_ylim(top=min(max(shown) + 0.2, 9))
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -144,3 +144,8 @@ def test_bad_growth_spec_and_missing_corpus_get_clear_errors(tmp_path):
             benchmark.parse_growth(bad)
     with pytest.raises(FileNotFoundError, match="train.jsonl.gz and validation.jsonl.gz"):
         benchmark.load_corpus(benchmark.GrowthSpeedupConfig(), tmp_path)
+
+
+def test_the_plot_is_redrawn_from_the_json_alone(report, tmp_path):
+    load_benchmark().plot_report(report, tmp_path / "replot.png")
+    assert (tmp_path / "replot.png").stat().st_size > 10_000
