@@ -14,6 +14,8 @@ from transformers.modeling_rope_utils import RopeParameters
 POSITION_EMBEDDING_TYPES = ("rope", "learned")
 MLP_TYPES = ("gated", "plain")
 MTLM_LAYER_TYPES = ("full_attention", "sliding_attention")
+# Training fast paths (`MTLMConfig.fast_path`); None is the plain path.
+FAST_PATHS = ("compile", "liger")
 
 # Size presets in the style of litgpt's `name_to_config`: a preset is a dict of MTLMConfig fields.
 # "m1-base" / "m1" are the original MTLM1 shapes (ORIGINALS.md), "m2" the original MTLM2 ("TinyGPT").
@@ -99,6 +101,23 @@ class MTLMConfig(PreTrainedConfig):
             attention everywhere; growth edits this list like any other per-layer setting.
         sliding_window (`int`, *optional*):
             Window of the `"sliding_attention"` layers.
+        fast_path (`str`, *optional*):
+            A faster way to compute the same numbers (within float tolerance), read at every forward:
+            - `None` (default): the plain path, written like Llama's.
+            - `"compile"`: `torch.compile` of the decoder layers and of the language-modelling loss, on
+              any device. The compiled functions are module-level and take the layer as an argument, so
+              nothing is bound to a module instance: copies made by depth growth, `save_pretrained` /
+              `from_pretrained` and remote-code loading all keep working, and every layer of a model
+              shares one compiled graph.
+            - `"liger"`: on CUDA with `liger-kernel` installed, the layers run eagerly with liger's fused
+              (Triton) RMSNorm, SwiGLU and RoPE, and training with labels uses its fused linear
+              cross-entropy (the logits are then not materialised and come back as `None`); elsewhere
+              (CPU, or without `liger-kernel`) the same as `"compile"`.
+            Forwards with a KV cache (generation) or that ask for hidden states / attentions take the
+            plain path; in training the fast path builds no KV cache. Dropout inside the layers draws
+            other masks than the plain path (same distribution). On CPU only `torch.compile` helps: fused
+            QKV / gate-up GEMMs, `F.rms_norm` and a chunked linear cross-entropy were measured and gave
+            nothing there.
 
     Example:
 
@@ -153,6 +172,7 @@ class MTLMConfig(PreTrainedConfig):
     hidden_dropout: int | float = 0.0
     layer_types: list[str] | None = None
     sliding_window: int | None = None
+    fast_path: str | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -193,6 +213,8 @@ class MTLMConfig(PreTrainedConfig):
             raise ValueError(f"`layer_types` entries must be in {MTLM_LAYER_TYPES}, got {unknown}.")
         if "sliding_attention" in self.layer_types and not self.sliding_window:
             raise ValueError("`layer_types` has 'sliding_attention' layers but `sliding_window` is not set.")
+        if self.fast_path is not None and self.fast_path not in FAST_PATHS:
+            raise ValueError(f"`fast_path` must be None or one of {FAST_PATHS}, got {self.fast_path!r}.")
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: also run when a modified config is saved."""

@@ -2,9 +2,11 @@
 """PyTorch MTLM model, written after transformers' `modeling_llama.py` (5.x conventions).
 
 This file travels with every saved MTLM checkpoint (``trust_remote_code``): it imports only torch,
-transformers and, relatively, `configuration_mtlm.py`.
+transformers and, relatively, `configuration_mtlm.py`. The optional `liger_kernel` is imported only
+inside the `fast_path="liger"` code, guarded by `is_liger_kernel_available()`.
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -18,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, is_liger_kernel_available
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -199,9 +201,24 @@ class MTLMAttention(nn.Module):
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        return self.attend(query_states, key_states, value_states, attention_mask, **kwargs)
 
+    def attend(
+        self,
+        query_states: torch.Tensor,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention over projected, position-encoded heads, then the output projection (shared with the liger path)."""
         # Read from the config rather than cached at init, so a model grown in depth stays consistent.
-        is_sliding = self.config.layer_types[self.layer_idx] == "sliding_attention"
+        # The membership test first keeps `layer_idx` out of compiled graphs when no layer slides, so
+        # all layers share one graph under `fast_path="compile"`.
+        is_sliding = (
+            "sliding_attention" in self.config.layer_types
+            and self.config.layer_types[self.layer_idx] == "sliding_attention"
+        )
         attention_interface: Callable = eager_attention_forward
         if self.config._attn_implementation != "eager":
             attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
@@ -218,7 +235,7 @@ class MTLMAttention(nn.Module):
             **kwargs,
         )
 
-        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        attn_output = attn_output.reshape(*attn_output.shape[:2], -1).contiguous()  # (batch, seq, hidden)
         attn_output = self.o_proj(attn_output)
         return attn_output, attn_weights
 
@@ -263,6 +280,119 @@ class MTLMDecoderLayer(GradientCheckpointingLayer):
         hidden_states = self.mlp(hidden_states)
         hidden_states = residual + self.dropout(hidden_states)
         return hidden_states
+
+
+# Fast path (`config.fast_path`). The compiled functions are module-level and take the layer as an
+# argument: nothing compiled is bound to a module instance (so layers copied by depth growth run their
+# own weights), and since dynamo treats a module's parameters as inputs, all layers share one graph.
+
+
+def _call_decoder_layer(decoder_layer: nn.Module, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    return decoder_layer(hidden_states, **kwargs)
+
+
+@functools.cache
+def _compiled(function: Callable) -> Callable:
+    """`torch.compile(function)`, built once per function and shared by every model and layer."""
+    return torch.compile(function)
+
+
+@functools.cache
+def _liger_functional():
+    """liger-kernel's functional API (Triton kernels, CUDA only), or None where it is not installed."""
+    if not is_liger_kernel_available():
+        return None
+    try:
+        from liger_kernel.transformers import functional
+    except ImportError:
+        return None
+    return functional
+
+
+def _uses_liger(config: MTLMConfig, hidden_states: torch.Tensor) -> bool:
+    return config.fast_path == "liger" and hidden_states.is_cuda and _liger_functional() is not None
+
+
+def _liger_decoder_layer(
+    decoder_layer: "MTLMDecoderLayer",
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **kwargs: Unpack[TransformersKwargs],
+) -> torch.Tensor:
+    """`MTLMDecoderLayer.forward` without a KV cache, with liger's fused RMSNorm, SwiGLU and RoPE."""
+    liger = _liger_functional()
+    attn, mlp = decoder_layer.self_attn, decoder_layer.mlp
+    kwargs.pop("past_key_values", None)
+    kwargs.pop("use_cache", None)
+    kwargs.pop("position_ids", None)
+
+    residual = hidden_states
+    norm = decoder_layer.input_layernorm
+    hidden_states = liger.liger_rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
+    # Self Attention
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, attn.head_dim)
+    # (batch, heads, seq, head_dim)
+    query_states = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    key_states = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    value_states = attn.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    if position_embeddings is not None:
+        cos, sin = position_embeddings
+        query_states, key_states = liger.liger_rope(query_states, key_states, cos, sin)
+    hidden_states, _ = attn.attend(query_states, key_states, value_states, attention_mask, **kwargs)
+    hidden_states = residual + decoder_layer.dropout(hidden_states)
+
+    # Fully Connected
+    residual = hidden_states
+    norm = decoder_layer.post_attention_layernorm
+    hidden_states = liger.liger_rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
+    if mlp.is_gated and attn.config.hidden_act in ("silu", "swish"):
+        hidden_states = mlp.down_proj(liger.liger_swiglu(mlp.gate_proj(hidden_states), mlp.up_proj(hidden_states)))
+    else:
+        hidden_states = mlp(hidden_states)
+    return residual + decoder_layer.dropout(hidden_states)
+
+
+def _run_liger_decoder_layer(decoder_layer: nn.Module, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    if decoder_layer.gradient_checkpointing and decoder_layer.training:
+        return decoder_layer._gradient_checkpointing_func(
+            functools.partial(_liger_decoder_layer, decoder_layer, **kwargs), hidden_states
+        )
+    return _liger_decoder_layer(decoder_layer, hidden_states, **kwargs)
+
+
+def _liger_causal_lm_loss(
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss` on `lm_head(hidden_states)`, fused so the logits never exist."""
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = _liger_functional().liger_fused_linear_cross_entropy(
+        hidden_states.reshape(-1, hidden_states.shape[-1]),
+        lm_head_weight,
+        shift_labels.reshape(-1).to(hidden_states.device),
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    if reduction == "sum":
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        loss = loss / num_items_in_batch
+    return loss
+
+
+def _is_capturing_outputs(config: MTLMConfig, kwargs: dict) -> bool:
+    return any(
+        kwargs.get(name, getattr(config, name, False)) for name in ("output_hidden_states", "output_attentions")
+    )
 
 
 class MTLMPreTrainedModel(PreTrainedModel):
@@ -328,6 +458,10 @@ class MTLMModel(MTLMPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 
+        fast_path = self.config.fast_path
+        if fast_path is not None and self.training and past_key_values is None:
+            # The fast path runs without a KV cache, and training has no use for one.
+            use_cache = False
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
 
@@ -357,10 +491,16 @@ class MTLMModel(MTLMPreTrainedModel):
             position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         hidden_states = self.embed_dropout(hidden_states)
 
+        run_layer = _call_decoder_layer
+        if fast_path is not None and past_key_values is None and not _is_capturing_outputs(self.config, kwargs):
+            run_layer = (
+                _run_liger_decoder_layer if _uses_liger(self.config, hidden_states) else _compiled(_call_decoder_layer)
+            )
         for layer_type, decoder_layer in zip(
             self.config.layer_types, self.layers[: self.config.num_hidden_layers], strict=True
         ):
-            hidden_states = decoder_layer(
+            hidden_states = run_layer(
+                decoder_layer,
                 hidden_states,
                 attention_mask=causal_mask_mapping[layer_type],
                 position_embeddings=position_embeddings,
@@ -422,11 +562,17 @@ class MTLMForCausalLM(MTLMPreTrainedModel, GenerationMixin):
 
         hidden_states = outputs.last_hidden_state
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        logits = loss = None
+        if labels is not None and self.training and _uses_liger(self.config, hidden_states):
+            # Fused linear cross-entropy: the (batch, seq, vocab) logits are never materialised.
+            loss = _liger_causal_lm_loss(hidden_states[:, slice_indices, :], self.lm_head.weight, labels, **kwargs)
+        else:
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+        if labels is not None and loss is None:
+            loss_function = self.loss_function
+            if self.config.fast_path is not None:
+                loss_function = _compiled(loss_function)
+            loss = loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,
