@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ._state_dict import model_from_state_dict
+from ._state_dict import config_from_sizes, model_from_state_dict, raise_for_mismatch
 from .configuration_mtlm import MTLMConfig
 from .modeling_mtlm import MTLMForCausalLM
 from .tokenization import mistral_tokenizer
@@ -158,18 +158,14 @@ def flax_params_to_state_dict(params: Mapping, config: MTLMConfig) -> dict[str, 
         for key, tensor in state_dict.items()
         if key in expected and tuple(tensor.shape) != expected[key]
     ]
-    problems = [
-        f"{label}: {', '.join(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-        if names
-    ]
-    if problems:
-        raise ValueError(
-            "These Flax parameters do not fit the MTLM config "
-            f"(hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab {config.vocab_size}): "
-            + "; ".join(problems)
-            + ". Pass the config the parameters were trained with."
-        )
+    raise_for_mismatch(
+        "These Flax parameters do not fit the MTLM config "
+        f"(hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab {config.vocab_size}): ",
+        missing,
+        unexpected,
+        misshaped,
+        footer=". Pass the config the parameters were trained with.",
+    )
     return state_dict
 
 
@@ -323,18 +319,13 @@ def import_original_m2(source: str | os.PathLike | Mapping, **config_overrides: 
         for p, s in expected.items()
         if p in flat and tuple(np.shape(flat[p])) != s
     ]
-    problems = [
-        f"{label}: {', '.join(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-        if names
-    ]
-    if problems:
-        raise ValueError(
-            "Not a complete original MTLM2 parameter tree (sizes read from `tok_emb/embedding`, `pos_emb`, "
-            "`block_0/MultiHeadDotProductAttention_0/query/kernel` and `block_0/Dense_0/kernel`). "
-            + "; ".join(problems)
-            + "."
-        )
+    raise_for_mismatch(
+        "Not a complete original MTLM2 parameter tree (sizes read from `tok_emb/embedding`, `pos_emb`, "
+        "`block_0/MultiHeadDotProductAttention_0/query/kernel` and `block_0/Dense_0/kernel`). ",
+        missing,
+        unexpected,
+        misshaped,
+    )
 
     sizes = {
         "vocab_size": vocab_size,
@@ -347,14 +338,7 @@ def import_original_m2(source: str | os.PathLike | Mapping, **config_overrides: 
         "max_position_embeddings": positions,
         "tie_word_embeddings": False,
     }
-    conflicts = [
-        f"{key}={config_overrides[key]!r} (the parameters have {value!r})"
-        for key, value in sizes.items()
-        if key in config_overrides and config_overrides[key] != value
-    ]
-    if conflicts:
-        raise ValueError(f"These overrides contradict the parameters: {', '.join(conflicts)}.")
-    config = MTLMConfig.from_preset("m2", **{**sizes, **config_overrides})
+    config = config_from_sizes("m2", sizes, config_overrides, "parameters", has="have")
 
     def take(*path: str) -> np.ndarray:
         return np.asarray(flat[path])

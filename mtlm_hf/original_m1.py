@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from ._state_dict import model_from_state_dict
-from .configuration_mtlm import MTLMConfig
+from ._state_dict import config_from_sizes, model_from_state_dict, raise_for_mismatch
 from .modeling_mtlm import MTLMForCausalLM
 
 # `torch.compile` wraps the model as `_orig_mod`, DDP as `module`; real checkpoints often carry both.
@@ -91,16 +90,12 @@ def _check_keys(state_dict: Mapping[str, Any], expected: Mapping[str, tuple[int,
         if value is not None and (not isinstance(value, torch.Tensor) or tuple(value.shape) != shape):
             found = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             misshaped.append(f"{key} (shape {found}, expected {list(shape)})")
-    problems = [
-        f"{label}: {', '.join(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-        if keys
-    ]
-    if problems:
-        raise ValueError(
-            "Not a complete original M1 checkpoint (shapes read from `tok_emb.weight` and "
-            "`layers.0.mlp.w1.weight`). " + "; ".join(problems) + "."
-        )
+    raise_for_mismatch(
+        "Not a complete original M1 checkpoint (shapes read from `tok_emb.weight` and `layers.0.mlp.w1.weight`). ",
+        missing,
+        unexpected,
+        misshaped,
+    )
 
 
 def _interleaved_to_half_split(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -164,14 +159,7 @@ def import_original_m1(
         "head_dim": hidden_size // num_attention_heads,
         "tie_word_embeddings": True,
     }
-    conflicts = [
-        f"{key}={config_overrides[key]!r} (the checkpoint has {value!r})"
-        for key, value in sizes.items()
-        if key in config_overrides and config_overrides[key] != value
-    ]
-    if conflicts:
-        raise ValueError(f"These overrides contradict the checkpoint: {', '.join(conflicts)}.")
-    config = MTLMConfig.from_preset("m1-base", **{**sizes, **config_overrides})
+    config = config_from_sizes("m1-base", sizes, config_overrides, "checkpoint")
 
     converted = {
         "model.embed_tokens.weight": embedding,
