@@ -44,6 +44,7 @@ import psutil
 import safetensors
 import torch
 import transformers
+from machine import cpu_name
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
@@ -255,10 +256,9 @@ def per_layer_config_check(workdir: Path, mergekit: Path | None) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "ram_bytes": psutil.virtual_memory().total,
         "python": platform.python_version(),

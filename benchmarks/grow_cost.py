@@ -34,6 +34,7 @@ from pathlib import Path
 import psutil
 import torch
 import transformers
+from machine import cpu_name
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from growth_ops import grow_depth
@@ -121,17 +122,9 @@ def worker(contender: str, cfg: BenchConfig) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "ram_bytes": psutil.virtual_memory().total,
         "python": platform.python_version(),

@@ -44,8 +44,9 @@ import torch
 import transformers
 
 # The benchmark measures with the examples' own training code, so the quickstart and this benchmark
-# count FLOPs and train the same way: import it from the examples folder (not an installed package).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+# count FLOPs and train the same way: import it from the examples folder (not an installed package),
+# and `machine` from beside this script (also when it is loaded by path, as the tests do).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "examples")]
 from compute_matched import (  # noqa: E402
     DATA_DIR,
     FLOP_FORMULA,
@@ -60,6 +61,7 @@ from compute_matched import (  # noqa: E402
     plot_loss_vs_flops,
     train_compute_matched,
 )
+from machine import cpu_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("stack", "interleave", "identity")
@@ -159,11 +161,7 @@ def plot_report(report: dict, path: Path) -> None:
 
 
 def describe_machine(device: str) -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-    ]
-    cpu = names[0] if names else platform.processor() or platform.machine()
+    cpu = cpu_name()
     return {
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({cpu})",
         "cpu": cpu,

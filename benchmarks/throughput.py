@@ -21,13 +21,13 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from mtlm_hf import MTLMConfig, MTLMForCausalLM, to_llama
 from mtlm_hf.modeling_mtlm import _liger_functional
@@ -150,10 +150,7 @@ def bench_shape(cfg: BenchConfig, shape: str) -> dict:
 
 def machine(cfg: BenchConfig) -> dict:
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    info["cpu"] = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
+    info["cpu"] = cpu_name()
     if cfg.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
