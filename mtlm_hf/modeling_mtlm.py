@@ -21,10 +21,18 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_u
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, is_liger_kernel_available
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.versions import require_version
 
 from .configuration_mtlm import MTLMConfig
+
+# transformers 5.24 renamed the KV cache argument and output field `past_key_values` to `cache`; on an
+# older release `generate` would pass the cache under a name this code ignores and decode without it.
+require_version(
+    "transformers>=5.24", "MTLM's code follows the cache API of transformers 5.24: pip install -U 'transformers>=5.24'"
+)
 
 _AUTO_MAP = {
     "AutoConfig": "configuration_mtlm.MTLMConfig",
@@ -184,7 +192,7 @@ class MTLMAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -199,8 +207,8 @@ class MTLMAttention(nn.Module):
             cos, sin = position_embeddings
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
         return self.attend(query_states, key_states, value_states, attention_mask, **kwargs)
 
     def attend(
@@ -255,7 +263,7 @@ class MTLMDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -267,7 +275,7 @@ class MTLMDecoderLayer(GradientCheckpointingLayer):
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             position_embeddings=position_embeddings,
             **kwargs,
@@ -323,7 +331,7 @@ def _liger_decoder_layer(
     """`MTLMDecoderLayer.forward` without a KV cache, with liger's fused RMSNorm, SwiGLU and RoPE."""
     liger = _liger_functional()
     attn, mlp = decoder_layer.self_attn, decoder_layer.mlp
-    kwargs.pop("past_key_values", None)
+    kwargs.pop("cache", None)
     kwargs.pop("use_cache", None)
     kwargs.pop("position_ids", None)
 
@@ -401,7 +409,6 @@ class MTLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MTLMDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -440,6 +447,7 @@ class MTLMModel(MTLMPreTrainedModel):
 
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -447,7 +455,7 @@ class MTLMModel(MTLMPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -459,14 +467,14 @@ class MTLMModel(MTLMPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
 
         fast_path = self.config.fast_path
-        if fast_path is not None and self.training and past_key_values is None:
+        if fast_path is not None and self.training and cache is None:
             # The fast path runs without a KV cache, and training has no use for one.
             use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
         if position_ids is None:
-            past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)
 
@@ -476,7 +484,7 @@ class MTLMModel(MTLMPreTrainedModel):
                 "config": self.config,
                 "inputs_embeds": inputs_embeds,
                 "attention_mask": attention_mask,
-                "past_key_values": past_key_values,
+                "cache": cache,
                 "position_ids": position_ids,
             }
             causal_mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
@@ -492,7 +500,7 @@ class MTLMModel(MTLMPreTrainedModel):
         hidden_states = self.embed_dropout(hidden_states)
 
         run_layer = _call_decoder_layer
-        if fast_path is not None and past_key_values is None and not _is_capturing_outputs(self.config, kwargs):
+        if fast_path is not None and cache is None and not _is_capturing_outputs(self.config, kwargs):
             run_layer = (
                 _run_liger_decoder_layer if _uses_liger(self.config, hidden_states) else _compiled(_call_decoder_layer)
             )
@@ -505,7 +513,7 @@ class MTLMModel(MTLMPreTrainedModel):
                 attention_mask=causal_mask_mapping[layer_type],
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 **kwargs,
             )
@@ -513,7 +521,7 @@ class MTLMModel(MTLMPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache if use_cache else None,
         )
 
 
@@ -530,13 +538,14 @@ class MTLMForCausalLM(MTLMPreTrainedModel, GenerationMixin):
 
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -554,7 +563,7 @@ class MTLMForCausalLM(MTLMPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -577,7 +586,7 @@ class MTLMForCausalLM(MTLMPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

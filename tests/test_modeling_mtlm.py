@@ -165,12 +165,21 @@ def test_incremental_decoding_matches_full_forward(preset):
     full = model(ids).logits
     out = model(ids[:, :7], use_cache=True)
     step_logits = [out.logits]
-    cache = out.past_key_values
+    cache = out.cache
     for t in range(7, 12):
-        out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+        cache = out.cache
         step_logits.append(out.logits)
     assert torch.allclose(full, torch.cat(step_logits, dim=1), atol=1e-5, rtol=0)
+
+
+def test_cache_passed_under_its_pre_5_24_name_is_still_used():
+    model = build("m1-tiny")
+    ids = tokens(batch=2, seq=8)
+    cache = model(ids[:, :7], use_cache=True).cache
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        step = model(ids[:, 7:], past_key_values=cache, use_cache=True)
+    torch.testing.assert_close(step.logits[:, -1], model(ids).logits[:, -1], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("preset", STYLES)
