@@ -195,13 +195,7 @@ class MTLMAttention(nn.Module):
         cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-
-        # (batch, heads, seq, head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        query_states, key_states, value_states = self.project_heads(hidden_states)
 
         if position_embeddings is not None:
             cos, sin = position_embeddings
@@ -210,6 +204,14 @@ class MTLMAttention(nn.Module):
         if cache is not None:
             key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
         return self.attend(query_states, key_states, value_states, attention_mask, **kwargs)
+
+    def project_heads(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values as (batch, heads, seq, head_dim), before RoPE (shared with the liger path)."""
+        hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        return query_states, key_states, value_states
 
     def attend(
         self,
@@ -339,12 +341,7 @@ def _liger_decoder_layer(
     norm = decoder_layer.input_layernorm
     hidden_states = liger.liger_rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
     # Self Attention
-    input_shape = hidden_states.shape[:-1]
-    hidden_shape = (*input_shape, -1, attn.head_dim)
-    # (batch, heads, seq, head_dim)
-    query_states = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-    key_states = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-    value_states = attn.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+    query_states, key_states, value_states = attn.project_heads(hidden_states)
     if position_embeddings is not None:
         cos, sin = position_embeddings
         query_states, key_states = liger.liger_rope(query_states, key_states, cos, sin)
