@@ -16,7 +16,7 @@ Data (`anatomy`: where the layers and per-layer config live) -> plan (`plan`: pu
 application (`apply`: the only code that touches a model); `training` grows a model mid-training
 (optimizer state, LR schedule, DDP wrappers; `grow_prepared`, `GrowthCallback`); `checkpoint` grows a
 safetensors checkpoint on disk through the same `rules` (`grow_checkpoint`, and the `mtlm-grow` command
-in `cli`).
+in `cli`), streaming tensors through `shards`.
 """
 
 from .anatomy import DecoderAnatomy, discover_anatomy

@@ -10,64 +10,41 @@ temporary sibling folder that is renamed into place only once complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import shutil
 import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
-from huggingface_hub import split_state_dict_into_shards_factory
-from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
-from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME
 
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .apply import apply_plan, plan_growth
 from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
+from .shards import (
+    WEIGHT_SUFFIXES,
+    TensorCopy,
+    read_headers,
+    read_weight_map,
+    split_into_shards,
+    write_shards,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 """Shards are streamed, so their size does not change the memory used; 2 GB files download and resume well."""
 
-# Weights in formats growth_ops does not read (pickles are never loaded) or writes anew: not copied.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 _SKIPPED_FILES = (CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, "README.md")  # rewritten, or a card of the source model
-_FILENAME_PATTERN = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
-
-
-@dataclass(frozen=True)
-class TensorCopy:
-    """One tensor of the grown checkpoint and where it comes from.
-
-    Args:
-        name (`str`): Name in the grown checkpoint.
-        source_file (`str`): Shard of the source checkpoint that holds it.
-        source_name (`str`): Name in the source checkpoint.
-        dtype (`str`): safetensors dtype (`"BF16"`).
-        shape (`tuple[int, ...]`): Shape.
-        nbytes (`int`): Size in bytes.
-        zeroed (`bool`): Written as zeros (a residual writer of an identity-initialised layer).
-    """
-
-    name: str
-    source_file: str
-    source_name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    zeroed: bool
 
 
 @dataclass
@@ -165,8 +142,8 @@ def plan_checkpoint_growth(
         raise ValueError("Give either `plan` or the arguments that make one (factor, method, ...), not both.")
     source = Path(src)
     config = _load_config(source, trust_remote_code)
-    weight_map = _read_weight_map(source)
-    headers = _read_headers(source, weight_map)
+    weight_map = read_weight_map(source)
+    headers = read_headers(source, weight_map)
     skeleton = _build_skeleton(config, source, trust_remote_code)
     if plan is None:
         anatomy, growth_plan = plan_growth(
@@ -192,17 +169,6 @@ def plan_checkpoint_growth(
         name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
         for name, (source_name, zeroed) in sources.items()
     }
-    try:
-        split = split_state_dict_into_shards_factory(
-            tensors,
-            get_storage_size=lambda tensor: tensor.nbytes,
-            filename_pattern=_FILENAME_PATTERN,
-            max_shard_size=max_shard_size,
-        )
-    except ValueError as error:
-        raise ValueError(
-            f"max_shard_size={max_shard_size!r} is not a size: give bytes or a string such as '2GB' or '500MB' ({error})."
-        ) from None
     return CheckpointGrowth(
         source=source,
         anatomy=anatomy,
@@ -210,7 +176,7 @@ def plan_checkpoint_growth(
         layers_prefix=layers_prefix,
         config=skeleton.config,
         tensors=tensors,
-        shards=dict(split.filename_to_tensors),
+        shards=split_into_shards(tensors, max_shard_size),
         total_parameters=skeleton.num_parameters(),
         dropped=tuple(sorted(dropped)),
         copied_files=tuple(_files_to_copy(source)),
@@ -354,82 +320,6 @@ def _load_config(source: Path, trust_remote_code: bool) -> PreTrainedConfig:
         raise ValueError(f"The config of {source} does not load ({error}).") from error
 
 
-def _read_weight_map(source: Path) -> dict[str, str]:
-    """`{tensor name: shard file}`, from the index or the single weights file."""
-    index = source / SAFE_WEIGHTS_INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{index} is not a safetensors index (a JSON object with a 'weight_map'): {error}; fetch it again."
-            ) from None
-        missing = defaultdict(list)
-        for name, filename in weight_map.items():
-            if not (source / filename).is_file():
-                missing[filename].append(name)
-        if missing:
-            shown = "; ".join(f"{f} ({len(n)} tensors, e.g. {n[0]!r})" for f, n in sorted(missing.items()))
-            raise FileNotFoundError(
-                f"Shard file(s) named in {index.name} are missing from {source}: {shown}. The download or copy is "
-                "incomplete: fetch the missing file(s) again."
-            )
-        return weight_map
-    single = source / SAFE_WEIGHTS_NAME
-    if single.is_file():
-        with _open_shard(single) as handle:
-            return dict.fromkeys(handle.keys(), SAFE_WEIGHTS_NAME)
-    others = sorted(p.name for p in source.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
-    raise FileNotFoundError(
-        f"{source} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}"
-        + (f" (it holds {others})" if others else "")
-        + ": growth_ops reads safetensors checkpoints only (pickles are never loaded). Convert one with "
-        "`AutoModelForCausalLM.from_pretrained(src).save_pretrained(new_folder)`."
-    )
-
-
-@contextlib.contextmanager
-def _open_shard(path: Path):
-    """`safe_open` a shard, reading with `pread` where safetensors offers it (>= 0.8): a memory map would keep
-    every page read resident in this process, so memory would grow with the model instead of one tensor."""
-    try:
-        try:
-            handle = safe_open(path, framework="pt", backend="pread")
-        except TypeError:
-            handle = safe_open(path, framework="pt")
-    except SafetensorError as error:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({error}): it is truncated or damaged (an interrupted "
-            "download or copy, or a Git LFS pointer?); fetch it again."
-        ) from None
-    with handle:
-        yield handle
-
-
-def _read_headers(source: Path, weight_map: dict[str, str]) -> dict[str, tuple[str, tuple[int, ...], int]]:
-    """`{tensor name: (safetensors dtype, shape, bytes)}` for every tensor of the index, from the headers only."""
-    by_file = defaultdict(list)
-    for name, filename in weight_map.items():
-        by_file[filename].append(name)
-    headers = {}
-    for filename, names in by_file.items():
-        with _open_shard(source / filename) as handle:
-            held = set(handle.keys())
-            absent = [name for name in names if name not in held]
-            if absent:
-                raise ValueError(
-                    f"The index of {source} places {len(absent)} tensor(s) in {filename} (e.g. {absent[0]!r}) that "
-                    "the file does not hold: the index and the shards come from different saves; fetch them again."
-                )
-            for name in names:
-                view = handle.get_slice(name)
-                shape = tuple(view.get_shape())
-                # An empty slice reads no data but tells the torch dtype, hence the element size.
-                dtype = (view[:0] if shape else handle.get_tensor(name)).dtype
-                headers[name] = (view.get_dtype(), shape, math.prod(shape) * dtype.itemsize)
-    return headers
-
-
 def _build_skeleton(config: PreTrainedConfig, source: Path, trust_remote_code: bool) -> PreTrainedModel:
     """The model class of the checkpoint on the meta device: its module tree and parameter names, no memory."""
     architectures = getattr(config, "architectures", None) or []
@@ -491,7 +381,7 @@ def _files_to_copy(source: Path) -> list[str]:
         if p.is_file()
         and not p.name.startswith(".")
         and p.name not in _SKIPPED_FILES
-        and not p.name.endswith(_WEIGHT_SUFFIXES)
+        and not p.name.endswith(WEIGHT_SUFFIXES)  # read anew, or never loaded (pickles)
     )
 
 
@@ -500,64 +390,15 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
     # After the config: the source's code files are the ones its auto_map names, not a copy of the installed package.
     for name in growth.copied_files:
         shutil.copy2(growth.source / name, folder / name)
-    bar = tqdm(total=growth.total_size, unit="B", unit_scale=True, desc="Growing checkpoint", disable=not progress)
-    with bar, contextlib.ExitStack() as stack:
-        handles = {}
-
-        def read(tensor: TensorCopy) -> torch.Tensor:
-            if tensor.source_file not in handles:
-                handles[tensor.source_file] = stack.enter_context(_open_shard(growth.source / tensor.source_file))
-            data = handles[tensor.source_file].get_tensor(tensor.source_name)
-            return data.zero_() if tensor.zeroed else data
-
-        for filename, names in growth.shards.items():
-            bar.set_postfix_str(filename)
-            _write_shard(folder / filename, [growth.tensors[n] for n in names], read, bar.update)
-    if len(growth.shards) > 1:
-        index = {
-            "metadata": {"total_parameters": growth.total_parameters, "total_size": growth.total_size},
-            "weight_map": {name: filename for filename, names in growth.shards.items() for name in names},
-        }
-        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    for filename, names in growth.shards.items():
-        with _open_shard(folder / filename) as handle:
-            if set(handle.keys()) != set(names):
-                raise OSError(f"{folder / filename} does not hold the tensors written to it; the disk may be failing.")
-
-
-def _write_shard(
-    path: Path, tensors: list[TensorCopy], read: Callable[[TensorCopy], torch.Tensor], advance: Callable[[int], object]
-) -> None:
-    """Stream one safetensors file to disk, one tensor in memory at a time.
-
-    Written by hand because safetensors' writers (`save_file`, `serialize_file`) need every tensor of a
-    file in memory at once. The format is safetensors': an 8-byte little-endian header size, a JSON
-    header (dtype, shape, data offsets of every tensor, padded with spaces to 8 bytes so that the data
-    is aligned), then the tensors' bytes back to back. The caller reads the file back with `safe_open`.
-    """
-    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for tensor in tensors:
-        header[tensor.name] = {
-            "dtype": tensor.dtype,
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + tensor.nbytes],
-        }
-        offset += tensor.nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as file:
-        file.write(len(encoded).to_bytes(8, "little"))
-        file.write(encoded)
-        for tensor in tensors:
-            data = read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
-            if data.nbytes != tensor.nbytes:
-                raise ValueError(
-                    f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "
-                    f"{tensor.nbytes}: the shard is damaged; fetch it again."
-                )
-            file.write(memoryview(data))
-            advance(tensor.nbytes)
+    write_shards(
+        folder,
+        growth.source,
+        growth.tensors,
+        growth.shards,
+        growth.total_parameters,
+        progress,
+        description="Growing checkpoint",
+    )
 
 
 def _move_into_place(staging: Path, destination: Path, overwrite: bool) -> None:

@@ -20,14 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import safetensors.torch
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, save_torch_state_dict
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
 
 try:  # the HTTP client huggingface_hub uses: httpx2 from huggingface_hub 2, httpx before
     from httpx2 import TransportError
 except ImportError:
     from httpx import TransportError
+
+from growth_ops.shards import reshard
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 DEFAULT_COMMIT_MESSAGE = "Upload MTLM model (weights, config, code, tokenizer, card)"
@@ -103,17 +104,18 @@ def collect_files(folder: Path) -> list[Path]:
 
 
 def _reshard_if_needed(files: list[Path], max_shard_size: int | str, staging: Path) -> list[Path]:
-    """Return `files` with the weights replaced by shards of at most `max_shard_size` when a file is larger."""
+    """Return `files` with the weights replaced by shards of at most `max_shard_size` when a file is larger.
+
+    The shards are streamed one tensor at a time, so publishing a model does not need it in memory.
+    """
     limit = _size_in_bytes(max_shard_size)
     weights = [p for p in files if p.name.endswith(".safetensors") or p.name == "model.safetensors.index.json"]
     if all(p.stat().st_size <= limit for p in weights):
         return files
-    state_dict = {}
-    for path in weights:
-        if path.name.endswith(".safetensors"):
-            state_dict.update(safetensors.torch.load_file(path))
-    save_torch_state_dict(state_dict, staging, max_shard_size=max_shard_size, metadata={"format": "pt"})
-    shards = sorted(staging.iterdir())
+    try:
+        shards = reshard(weights[0].parent, staging, max_shard_size)
+    except (FileNotFoundError, ValueError) as error:
+        raise PublishError(f"Resharding the weights failed: {error}") from None
     return [p for p in files if p not in weights] + shards
 
 

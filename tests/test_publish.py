@@ -214,3 +214,13 @@ def test_offline_mode_is_named_as_the_obstacle(monkeypatch, model_folder):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
         publish(model_folder[0], "tester/offline", token=TOKEN, endpoint="http://127.0.0.1:9")
+
+
+def test_a_damaged_weights_file_stops_resharding_with_its_name(hub, online, model_folder):
+    folder, _ = model_folder
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = _tree_hash(folder)
+    with pytest.raises(PublishError, match=r"Resharding the weights failed: .*model.safetensors.*fetch it again"):
+        publish(folder, "tester/damaged", token=TOKEN, endpoint=hub.url, max_shard_size="1MB")
+    assert _tree_hash(folder) == before and hub.requests == []

@@ -1,0 +1,234 @@
+"""Streaming safetensors checkpoints: read the tensors of a (sharded) checkpoint one at a time, and write
+shards one tensor at a time, so memory holds a single tensor whatever the model or shard size.
+
+`growth_ops.checkpoint` grows checkpoints with it; `mtlm_hf.publishing` reshards with it (`reshard`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_state_dict_into_shards_factory
+from safetensors import SafetensorError, safe_open
+from tqdm.auto import tqdm
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+# Weights in formats read here (safetensors) or never loaded (pickles), and the others of the HF ecosystem.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+_FILENAME_PATTERN = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
+
+
+@dataclass(frozen=True)
+class TensorCopy:
+    """One tensor to write and where it comes from.
+
+    Args:
+        name (`str`): Name in the written checkpoint.
+        source_file (`str`): File of the source checkpoint that holds it.
+        source_name (`str`): Name in the source checkpoint.
+        dtype (`str`): safetensors dtype (`"BF16"`).
+        shape (`tuple[int, ...]`): Shape.
+        nbytes (`int`): Size in bytes.
+        zeroed (`bool`): Written as zeros (a residual writer of an identity-initialised layer).
+    """
+
+    name: str
+    source_file: str
+    source_name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    zeroed: bool
+
+
+def read_weight_map(source: Path) -> dict[str, str]:
+    """`{tensor name: shard file}`, from the index or the single weights file."""
+    index = source / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{index} is not a safetensors index (a JSON object with a 'weight_map'): {error}; fetch it again."
+            ) from None
+        missing = defaultdict(list)
+        for name, filename in weight_map.items():
+            if not (source / filename).is_file():
+                missing[filename].append(name)
+        if missing:
+            shown = "; ".join(f"{f} ({len(n)} tensors, e.g. {n[0]!r})" for f, n in sorted(missing.items()))
+            raise FileNotFoundError(
+                f"Shard file(s) named in {index.name} are missing from {source}: {shown}. The download or copy is "
+                "incomplete: fetch the missing file(s) again."
+            )
+        return weight_map
+    single = source / SAFE_WEIGHTS_NAME
+    if single.is_file():
+        with open_shard(single) as handle:
+            return dict.fromkeys(handle.keys(), SAFE_WEIGHTS_NAME)
+    others = sorted(p.name for p in source.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+    raise FileNotFoundError(
+        f"{source} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}"
+        + (f" (it holds {others})" if others else "")
+        + ": growth_ops reads safetensors checkpoints only (pickles are never loaded). Convert one with "
+        "`AutoModelForCausalLM.from_pretrained(src).save_pretrained(new_folder)`."
+    )
+
+
+@contextlib.contextmanager
+def open_shard(path: Path):
+    """`safe_open` a shard, reading with `pread` where safetensors offers it (>= 0.8): a memory map would keep
+    every page read resident in this process, so memory would grow with the model instead of one tensor."""
+    try:
+        try:
+            handle = safe_open(path, framework="pt", backend="pread")
+        except TypeError:
+            handle = safe_open(path, framework="pt")
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({error}): it is truncated or damaged (an interrupted "
+            "download or copy, or a Git LFS pointer?); fetch it again."
+        ) from None
+    with handle:
+        yield handle
+
+
+def read_headers(source: Path, weight_map: dict[str, str]) -> dict[str, tuple[str, tuple[int, ...], int]]:
+    """`{tensor name: (safetensors dtype, shape, bytes)}` for every tensor of the index, from the headers only."""
+    by_file = defaultdict(list)
+    for name, filename in weight_map.items():
+        by_file[filename].append(name)
+    headers = {}
+    for filename, names in by_file.items():
+        with open_shard(source / filename) as handle:
+            held = set(handle.keys())
+            absent = [name for name in names if name not in held]
+            if absent:
+                raise ValueError(
+                    f"The index of {source} places {len(absent)} tensor(s) in {filename} (e.g. {absent[0]!r}) that "
+                    "the file does not hold: the index and the shards come from different saves; fetch them again."
+                )
+            for name in names:
+                view = handle.get_slice(name)
+                shape = tuple(view.get_shape())
+                # An empty slice reads no data but tells the torch dtype, hence the element size.
+                dtype = (view[:0] if shape else handle.get_tensor(name)).dtype
+                headers[name] = (view.get_dtype(), shape, math.prod(shape) * dtype.itemsize)
+    return headers
+
+
+def split_into_shards(tensors: dict[str, TensorCopy], max_shard_size: int | str) -> dict[str, list[str]]:
+    """`{file name: tensor names}` of at most `max_shard_size` each, named as `save_pretrained` names shards."""
+    try:
+        split = split_state_dict_into_shards_factory(
+            tensors,
+            get_storage_size=lambda tensor: tensor.nbytes,
+            filename_pattern=_FILENAME_PATTERN,
+            max_shard_size=max_shard_size,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"max_shard_size={max_shard_size!r} is not a size: give bytes or a string such as '2GB' or '500MB' ({error})."
+        ) from None
+    return dict(split.filename_to_tensors)
+
+
+def write_shards(
+    folder: Path,
+    source: Path,
+    tensors: dict[str, TensorCopy],
+    shards: dict[str, list[str]],
+    total_parameters: int,
+    progress: bool = False,
+    description: str = "Writing shards",
+) -> list[Path]:
+    """Write `shards` (and their index when there are several) into `folder`, reading `tensors` from `source`.
+
+    Every file is read back to check it holds what was written. Returns the files written.
+    """
+    total_size = sum(tensor.nbytes for tensor in tensors.values())
+    bar = tqdm(total=total_size, unit="B", unit_scale=True, desc=description, disable=not progress)
+    with bar, contextlib.ExitStack() as stack:
+        handles = {}
+
+        def read(tensor: TensorCopy) -> torch.Tensor:
+            if tensor.source_file not in handles:
+                handles[tensor.source_file] = stack.enter_context(open_shard(source / tensor.source_file))
+            data = handles[tensor.source_file].get_tensor(tensor.source_name)
+            return data.zero_() if tensor.zeroed else data
+
+        for filename, names in shards.items():
+            bar.set_postfix_str(filename)
+            _write_shard(folder / filename, [tensors[n] for n in names], read, bar.update)
+    written = [folder / filename for filename in shards]
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_parameters": total_parameters, "total_size": total_size},
+            "weight_map": {name: filename for filename, names in shards.items() for name in names},
+        }
+        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        written.append(folder / SAFE_WEIGHTS_INDEX_NAME)
+    for filename, names in shards.items():
+        with open_shard(folder / filename) as handle:
+            if set(handle.keys()) != set(names):
+                raise OSError(f"{folder / filename} does not hold the tensors written to it; the disk may be failing.")
+    return written
+
+
+def reshard(source: Path, destination: Path, max_shard_size: int | str, progress: bool = False) -> list[Path]:
+    """Write the weights of checkpoint folder `source` into `destination` as shards of at most `max_shard_size`.
+
+    The tensors, their names and dtypes are unchanged; only the files they are grouped in change. Unlike
+    loading the state dict and saving it again (`save_torch_state_dict`), memory holds one tensor at a time.
+    Returns the files written (shards and index).
+    """
+    weight_map = read_weight_map(source)
+    headers = read_headers(source, weight_map)
+    tensors = {
+        name: TensorCopy(name, filename, name, *headers[name], zeroed=False) for name, filename in weight_map.items()
+    }
+    parameters = sum(math.prod(tensor.shape) for tensor in tensors.values())
+    shards = split_into_shards(tensors, max_shard_size)
+    return write_shards(destination, source, tensors, shards, parameters, progress, description="Resharding")
+
+
+def _write_shard(
+    path: Path, tensors: list[TensorCopy], read: Callable[[TensorCopy], torch.Tensor], advance: Callable[[int], object]
+) -> None:
+    """Stream one safetensors file to disk, one tensor in memory at a time.
+
+    Written by hand because safetensors' writers (`save_file`, `serialize_file`) need every tensor of a
+    file in memory at once. The format is safetensors': an 8-byte little-endian header size, a JSON
+    header (dtype, shape, data offsets of every tensor, padded with spaces to 8 bytes so that the data
+    is aligned), then the tensors' bytes back to back. The caller reads the file back with `safe_open`.
+    """
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in tensors:
+        header[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as file:
+        file.write(len(encoded).to_bytes(8, "little"))
+        file.write(encoded)
+        for tensor in tensors:
+            data = read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
+            if data.nbytes != tensor.nbytes:
+                raise ValueError(
+                    f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "
+                    f"{tensor.nbytes}: the shard is damaged; fetch it again."
+                )
+            file.write(memoryview(data))
+            advance(tensor.nbytes)
