@@ -168,6 +168,11 @@ class MTLMAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
+        # Set per layer, as transformers' sliding-window models do: under `fast_path="compile"` dynamo then
+        # guards on this value (None or the window), so the layers share two graphs at most, not one per
+        # layer index. Depth growth keeps it right: copies carry it, and `layer_types` follows their sources.
+        is_sliding = config.layer_types[layer_idx] == "sliding_attention"
+        self.sliding_window = config.sliding_window if is_sliding else None
         self.head_dim = config.head_dim
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
@@ -222,13 +227,6 @@ class MTLMAttention(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention over projected, position-encoded heads, then the output projection (shared with the liger path)."""
-        # Read from the config rather than cached at init, so a model grown in depth stays consistent.
-        # The membership test first keeps `layer_idx` out of compiled graphs when no layer slides, so
-        # all layers share one graph under `fast_path="compile"`.
-        is_sliding = (
-            "sliding_attention" in self.config.layer_types
-            and self.config.layer_types[self.layer_idx] == "sliding_attention"
-        )
         attention_interface: Callable = eager_attention_forward
         if self.config._attn_implementation != "eager":
             attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
@@ -241,7 +239,7 @@ class MTLMAttention(nn.Module):
             attention_mask,
             dropout=0.0 if not self.training else self.attention_dropout,
             scaling=self.scaling,
-            sliding_window=self.config.sliding_window if is_sliding else None,
+            sliding_window=self.sliding_window,
             **kwargs,
         )
 

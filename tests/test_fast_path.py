@@ -97,6 +97,18 @@ def test_fast_path_survives_depth_growth(models):
     assert counters["stats"]["unique_graphs"] - graphs_before <= 1
 
 
+def test_sliding_window_layers_share_two_graphs_and_give_plain_numbers():
+    torch.manual_seed(0)
+    layer_types = ["sliding_attention", "full_attention"] * 5  # more layers than dynamo's recompile limit (8)
+    config = MTLMConfig.from_preset("m1-tiny", num_hidden_layers=10, layer_types=layer_types, sliding_window=3)
+    plain = MTLMForCausalLM(config)
+    fast = _fast_copy(plain)
+    graphs_before = counters["stats"]["unique_graphs"]
+    _assert_same_numbers(_train_step(plain), _train_step(fast))
+    # One graph per kind of layer, however many layers (and the loss graph, if not compiled already).
+    assert counters["stats"]["unique_graphs"] - graphs_before <= 3
+
+
 def test_fast_path_with_gradient_checkpointing_gives_plain_numbers():
     plain, fast = _models("m1-tiny")
     fast = copy.deepcopy(fast)

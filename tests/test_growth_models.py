@@ -47,8 +47,9 @@ ARCHITECTURES = {
     "opt": dict(LLAMA_LIKE, ffn_dim=64, word_embed_proj_dim=32),
     "falcon": dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, **IDS),
     "bloom": dict(vocab_size=VOCAB, hidden_size=32, n_layer=3, n_head=4, **IDS),
-    "mtlm-m1": "m1-tiny",
-    "mtlm-m2": "m2-tiny",
+    "mtlm-m1": ("m1-tiny", {}),
+    "mtlm-m2": ("m2-tiny", {}),
+    "mtlm-sliding": ("m1-tiny", dict(layer_types=SLIDING, sliding_window=4)),
 }
 METHODS = {
     "stack": dict(factor=2),
@@ -73,8 +74,11 @@ def build(arch, dtype=torch.float32, **overrides):
     """A tiny random model of `arch`, in eval mode with eager attention."""
     torch.manual_seed(0)
     spec = ARCHITECTURES[arch]
-    if isinstance(spec, str):
-        config = mtlm_hf.MTLMConfig.from_preset(spec, num_hidden_layers=3, **IDS, **overrides)
+    if isinstance(spec, tuple):
+        preset, preset_overrides = spec
+        config = mtlm_hf.MTLMConfig.from_preset(
+            preset, num_hidden_layers=3, **IDS, **{**preset_overrides, **overrides}
+        )
     else:
         config = AutoConfig.for_model(arch, **{**spec, **overrides})
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=dtype).eval()
@@ -140,7 +144,7 @@ def test_growth_leaves_config_layers_and_weights_consistent(arch, method):
     for name, module in model.named_modules():
         fresh_module = fresh_modules[name]
         expected = {
-            k: v for k, v in vars(fresh_module).items() if k != "training" and isinstance(v, int | float | str)
+            k: v for k, v in vars(fresh_module).items() if k != "training" and isinstance(v, int | float | str | None)
         }
         actual = {k: v for k, v in vars(module).items() if k in expected}
         assert actual == expected, name
