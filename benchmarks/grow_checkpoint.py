@@ -78,6 +78,13 @@ def make_source(cfg: BenchConfig, folder: Path) -> None:
     AutoModelForCausalLM.from_config(config, dtype=getattr(torch, cfg.dtype)).save_pretrained(folder)
 
 
+def make_source_in_fresh_process(cfg: BenchConfig, folder: Path) -> None:
+    """`make_source` in a fresh interpreter, so that the 2.2 GB model never sits in this process's memory."""
+    maker = multiprocessing.get_context("spawn").Process(target=make_source, args=(cfg, folder))
+    maker.start()
+    maker.join()
+
+
 def checkpoint_bytes(folder: Path) -> dict:
     sizes = {}
     for path in folder.glob("*.safetensors"):
@@ -280,10 +287,7 @@ def main() -> None:
     result = {"what": __doc__.splitlines()[0], "config": asdict(cfg), "machine": machine()}
     try:
         src = workdir / "source"
-        # In a fresh interpreter, so that the 2.2 GB model never sits in this process's memory.
-        maker = multiprocessing.get_context("spawn").Process(target=make_source, args=(cfg, src))
-        maker.start()
-        maker.join()
+        make_source_in_fresh_process(cfg, src)
         result["source"] = checkpoint_bytes(src)
         mergekit, why_not = install_mergekit(args.mergekit_venv, cfg.mergekit_version)
         result["mergekit"] = {"version": cfg.mergekit_version, "venv": str(args.mergekit_venv), "unavailable": why_not}

@@ -13,7 +13,6 @@ peak RSS of the command). Both outputs are checked to hold the source's tensors,
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import statistics
 import sys
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from grow_checkpoint import BenchConfig, checkpoint_bytes, machine, make_source, measure
+from grow_checkpoint import BenchConfig, checkpoint_bytes, machine, make_source_in_fresh_process, measure
 from safetensors import safe_open
 
 MAX_SHARD_SIZE = "500MB"
@@ -64,9 +63,7 @@ def main() -> None:
     result = {"what": __doc__.splitlines()[0], "max_shard_size": MAX_SHARD_SIZE, "machine": machine()}
     try:
         src = workdir / "source"
-        maker = multiprocessing.get_context("spawn").Process(target=make_source, args=(cfg, src))
-        maker.start()
-        maker.join()
+        make_source_in_fresh_process(cfg, src)
         result["source"] = checkpoint_bytes(src)
         runs = {way: [] for way in COMMANDS}
         for repeat in range(cfg.repeats):
