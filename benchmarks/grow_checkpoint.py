@@ -28,8 +28,6 @@ every page read resident, so memory grows with the model.
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,7 +42,7 @@ import psutil
 import safetensors
 import torch
 import transformers
-from machine import cpu_name
+from machine import host
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
@@ -264,11 +262,8 @@ def per_layer_config_check(workdir: Path, mergekit: Path | None) -> dict:
 
 def machine() -> dict:
     return {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
+        **host(),
         "ram_bytes": psutil.virtual_memory().total,
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "safetensors": safetensors.__version__,

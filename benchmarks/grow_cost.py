@@ -22,7 +22,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 import psutil
 import torch
 import transformers
-from machine import cpu_name
+from machine import host
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from growth_ops import grow_depth
@@ -123,11 +122,8 @@ def worker(contender: str, cfg: BenchConfig) -> dict:
 
 def machine() -> dict:
     return {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
+        **host(),
         "ram_bytes": psutil.virtual_memory().total,
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),

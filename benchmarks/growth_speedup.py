@@ -33,7 +33,6 @@ says so. The shared training code is `examples/compute_matched.py` (also the qui
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -61,7 +60,7 @@ from compute_matched import (  # noqa: E402
     plot_loss_vs_flops,
     train_compute_matched,
 )
-from machine import cpu_name  # noqa: E402
+from machine import host  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("stack", "interleave", "identity")
@@ -161,14 +160,11 @@ def plot_report(report: dict, path: Path) -> None:
 
 
 def describe_machine(device: str) -> dict:
-    cpu = cpu_name()
+    record = host()
     return {
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({cpu})",
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({record['cpu']})",
+        **record,
         "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

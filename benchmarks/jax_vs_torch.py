@@ -18,7 +18,6 @@ default) so that both sides do the same arithmetic. The machine may be shared: t
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_name
+from machine import host
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,10 +118,7 @@ def run_torch(cfg: BenchConfig) -> dict:
 
 def machine() -> dict:
     return {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
+        **host(),
         "accelerator": "none (CPU only)",
     }
 

@@ -1,5 +1,6 @@
 """The machine a benchmark ran on, for the JSON written beside it."""
 
+import os
 import platform
 from pathlib import Path
 
@@ -12,3 +13,13 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def host() -> dict:
+    """What every benchmark records of the machine; each adds what it depends on (libraries, threads, RAM)."""
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }

@@ -27,7 +27,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from machine import cpu_name
+import transformers
+from machine import host
 
 from mtlm_hf import MTLMConfig, MTLMForCausalLM, to_llama
 from mtlm_hf.modeling_mtlm import _liger_functional
@@ -149,8 +150,8 @@ def bench_shape(cfg: BenchConfig, shape: str) -> dict:
 
 
 def machine(cfg: BenchConfig) -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    info["cpu"] = cpu_name()
+    info = {**host(), "torch": torch.__version__, "transformers": transformers.__version__}
+    info["threads"] = torch.get_num_threads()
     if cfg.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
