@@ -1,4 +1,4 @@
-"""Reshard a 2.2 GB checkpoint as `publish` does: streamed (`growth_ops.shards.reshard`) against load-and-save.
+"""Reshard a 2.2 GB checkpoint as `publish` does: streamed (`mtlm_shards.reshard`) against load-and-save.
 
     python benchmarks/reshard.py      # writes benchmarks/reshard.json beside this file
 
@@ -25,10 +25,10 @@ from safetensors import safe_open
 
 MAX_SHARD_SIZE = "500MB"
 COMMANDS = {
-    "imports": "import growth_ops.shards, huggingface_hub, safetensors.torch",
-    "streamed": "import sys; from pathlib import Path; from growth_ops.shards import reshard; "
+    "imports": "import mtlm_shards, huggingface_hub, safetensors.torch",
+    "streamed": "import sys; from pathlib import Path; from mtlm_shards import reshard; "
     "reshard(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])",
-    "load_whole": "import sys; from pathlib import Path; import growth_ops.shards; "
+    "load_whole": "import sys; from pathlib import Path; import mtlm_shards; "
     "from huggingface_hub import save_torch_state_dict; from safetensors.torch import load_file; "
     "state = {}; [state.update(load_file(p)) for p in sorted(Path(sys.argv[1]).glob('*.safetensors'))]; "
     "save_torch_state_dict(state, sys.argv[2], max_shard_size=sys.argv[3], metadata={'format': 'pt'})",

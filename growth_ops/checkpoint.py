@@ -26,11 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, Pre
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME
 
-from .anatomy import DecoderAnatomy, discover_anatomy
-from .apply import apply_plan, plan_growth
-from .plan import GrowthPlan
-from .rules import grown_tensor_sources, split_layer_name
-from .shards import (
+from mtlm_shards import (
     WEIGHT_SUFFIXES,
     TensorCopy,
     read_headers,
@@ -38,6 +34,11 @@ from .shards import (
     split_into_shards,
     write_shards,
 )
+
+from .anatomy import DecoderAnatomy, discover_anatomy
+from .apply import apply_plan, plan_growth
+from .plan import GrowthPlan
+from .rules import grown_tensor_sources, split_layer_name
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ try:  # the HTTP client huggingface_hub uses: httpx2 from huggingface_hub 2, htt
 except ImportError:
     from httpx import TransportError
 
-from growth_ops.shards import reshard
+from mtlm_shards import reshard
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 DEFAULT_COMMIT_MESSAGE = "Upload MTLM model (weights, config, code, tokenizer, card)"

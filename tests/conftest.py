@@ -15,7 +15,7 @@ _BLOCK_OUR_PACKAGES = """
 import importlib.abc, sys
 class _Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("mtlm_hf", "growth_ops"):
+        if name.split(".")[0] in ("mtlm_hf", "growth_ops", "mtlm_shards"):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
 sys.meta_path.insert(0, _Refuse())
 """

@@ -34,7 +34,7 @@ TEXTS = [
     "héllo wörld: naïve café, 日本語のテキスト, русский текст, 🤖🚀, zero\u200bwidth, nbsp\u00a0here",
     "def f(x):\n    return x  **  2  # code keeps its spaces\n",
 ]
-WIKITEXT = Path(__file__).resolve().parents[2] / "shared/data/wikitext2/wikitext-2-raw-v1.test.hf-joined.txt"
+WIKITEXT = Path(__file__).resolve().parents[3] / "shared/data/wikitext2/wikitext-2-raw-v1.test.hf-joined.txt"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Streaming safetensors I/O (growth_ops.shards): resharding keeps every tensor and bounds each file."""
+"""Streaming safetensors I/O (mtlm_shards): resharding keeps every tensor and bounds each file."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from growth_ops.shards import reshard
+from mtlm_shards import reshard
 
 
 def _tensors(folder) -> dict[str, torch.Tensor]:

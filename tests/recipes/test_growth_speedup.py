@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "data" / "shakespeare"
 SEEDS = [0, 1]
 GROWTH = ["stack@0.25", "stack@0.5", "interleave@0.5", "identity@0.5"]

@@ -15,7 +15,7 @@ import mtlm_hf
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the `eval` extra: pip install -e '.[eval]'")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "eval"
 ALL_TASKS = {
     "winogrande",

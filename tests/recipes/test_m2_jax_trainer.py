@@ -20,7 +20,7 @@ from safetensors.torch import load_file  # noqa: E402
 import mtlm_hf  # noqa: E402
 from growth_ops import grow_depth  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "m2_jax"
 CORPUS = ROOT / "examples" / "data" / "shakespeare" / "validation.jsonl.gz"  # two plays: quick to tokenize
 sys.path.insert(0, str(EXAMPLE))  # a folder of scripts, not a package

@@ -27,7 +27,7 @@ from mtlm_hf.flax_bridge import (  # noqa: E402
     save_flax_as_mtlm,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "m2_jax"))  # a folder of scripts, not a package
 from corpus import batch_indices, pack_blocks, split_units  # noqa: E402
 from modeling_flax import FlaxMTLMForCausalLM  # noqa: E402

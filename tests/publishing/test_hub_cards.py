@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import mtlm_hf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hub_cards"))  # a folder of tools, not a package
 build_card = importlib.import_module("build_card")
 

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the `eval` extra: pip install -e '.[eval]'")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "eval"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 import mtlm_hf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WIKITEXT_EXCERPT = ROOT / "tests/data/eval/wikitext2/wikitext-2-raw-v1.test.hf-joined.excerpt.txt"
 
 sys.path.insert(0, str(ROOT / "examples" / "eval"))  # a folder of scripts, not a package

@@ -1,7 +1,10 @@
 """Streaming safetensors checkpoints: read the tensors of a (sharded) checkpoint one at a time, and write
 shards one tensor at a time, so memory holds a single tensor whatever the model or shard size.
 
-`growth_ops.checkpoint` grows checkpoints with it; `mtlm_hf.publishing` reshards with it (`reshard`).
+A leaf package: it imports nothing of ours, so the model family (`mtlm_hf.publishing` reshards with
+`reshard`) and the growth library (`growth_ops.checkpoint` grows checkpoints with it) can both use it
+without depending on each other. Neither safetensors nor huggingface_hub streams a reshard one tensor at
+a time (`save_torch_state_dict` takes the whole state dict), hence this module.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 import mtlm_hf
 
 # examples/m1 is a folder of scripts, not a package: load its data module by path.
-_spec = importlib.util.spec_from_file_location("m1_data", Path(__file__).resolve().parents[1] / "examples/m1/data.py")
+_spec = importlib.util.spec_from_file_location("m1_data", Path(__file__).resolve().parents[2] / "examples/m1/data.py")
 m1_data = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(m1_data)
 BlockSampler, TextSource, load_blend, pack = m1_data.BlockSampler, m1_data.TextSource, m1_data.load_blend, m1_data.pack
