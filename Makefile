@@ -1,21 +1,29 @@
 # Everything runs inside .venv, created on first use. torch is pinned to the
 # CPU build first, so no later requirement can pull the multi-GB CUDA wheels.
+# `make install` (and so CI) installs the exact releases of constraints.txt, so a
+# new upstream release cannot change what CI tests; `make test-latest` tries the
+# newest releases in a venv of its own, and `make lock` writes them into
+# constraints.txt (commit that refresh on its own).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+CONSTRAINTS ?= constraints.txt
+PIP_SPEC ?= pip==26.3
+LATEST_VENV := .venv-latest
+LATEST_BIN := $(LATEST_VENV)/bin
 # The tests cover the JAX path and the evaluation too; the quickstart needs only the training extra.
 EXTRAS ?= dev,jax,eval
 
-.PHONY: install quickstart test test-fast lint format clean
+.PHONY: install quickstart test test-fast test-latest lock lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install "$(PIP_SPEC)"
 
 install: $(BIN)/python
-	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(BIN)/pip install -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 
 quickstart: EXTRAS = train
 quickstart: install
@@ -27,6 +35,22 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The newest releases our ranges allow (torch stays the CPU build on disk), in .venv-latest.
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_BIN)/pip install --upgrade pip
+	$(LATEST_BIN)/pip install "$(TORCH_SPEC)"
+	$(LATEST_BIN)/pip install --upgrade --upgrade-strategy eager "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
+	$(LATEST_BIN)/pip list --format=freeze | grep -iE "^(torch|transformers|accelerate|safetensors|huggingface.hub|peft|jax|flax|lm.eval)=="
+	$(LATEST_BIN)/python -m pytest -q
+
+# Pin what `make test-latest` installed (run it first, and commit the refresh on its own).
+lock:
+	test -x $(LATEST_BIN)/python || { echo "run 'make test-latest' first: lock pins the releases it tested"; exit 2; }
+	{ sed -n '1,3p' $(CONSTRAINTS); $(LATEST_BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,4 +60,4 @@ format:
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) build dist *.egg-info .pytest_cache .ruff_cache
