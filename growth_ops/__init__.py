@@ -1,56 +1,71 @@
-"""Grow the depth of any Transformers decoder in memory, and leave it whole.
+"""Grow the depth of any Transformers decoder, in memory, on disk or mid-training, and leave it whole.
 
 ```python
-from growth_ops import grow_depth, plan_depth
+from growth_ops import GrowthSpec, grow
 
-model = grow_depth(model, factor=2)  # stack: [0..L-1, 0..L-1]
-model = grow_depth(model, num_layers=20, method="interleave")
-model = grow_depth(model, factor=2, method="identity")  # function-preserving insert
-model = grow_depth(model, method="dus", factor=2, overlap=8)  # SOLAR depth up-scaling
-model = grow_depth(model, layer_map=[0, 1, 2, 1, 2, 3])  # explicit
-print(plan_depth(num_layers=12, factor=2, method="interleave"))
-grow_checkpoint("tinyllama", "tinyllama-x2", factor=2)  # on disk, one tensor in memory at a time
+spec = GrowthSpec(depth=2)  # stack: [0..L-1, 0..L-1]
+model = grow(model, spec)
+model = grow(model, GrowthSpec(num_layers=20, depth_method="interleave"))
+model = grow(model, GrowthSpec(depth=2, depth_method="identity"))  # function-preserving insert
+model = grow(model, GrowthSpec(depth_method="dus", overlap=8))  # SOLAR depth up-scaling
+model = grow_depth(model, factor=2)  # keyword shortcut for grow(model, GrowthSpec(depth=2))
+print(GrowthSpec(depth=2, depth_method="interleave").plan_depth(12))  # the plan, without a model
+grow_checkpoint("tinyllama", "tinyllama-x2", spec)  # on disk, one tensor in memory at a time
 ```
 
-Data (`anatomy`: where the layers and per-layer config live) -> plan (`plan`: pure values) ->
-application (`apply`: the only code that touches a model); `training` grows a model mid-training
-(optimizer state, LR schedule, DDP wrappers; `grow_prepared`, `GrowthCallback`); `checkpoint` grows a
-safetensors checkpoint on disk through the same `rules` (`grow_checkpoint`, and the `mtlm-grow` command
-in `cli`), streaming tensors through `shards`.
+Spec (`spec`: how to grow, a value) -> data (`anatomy`: where the layers and per-layer config live)
+-> plan (`plan`: pure values) -> application (`apply`: the only code that touches a model;
+`in_memory` ties spec, anatomy and plan together). Mid-training growth: `optim` (optimizer state by
+name), `schedule` (LR re-warm), `midrun` (the shared core), `accelerate_growth` (`grow_prepared`),
+`callback` (`GrowthCallback`). `checkpoint` grows a safetensors checkpoint on disk through the same
+`rules` (`grow_checkpoint`, and the `mtlm-grow` command in `cli`).
+
+Names are imported when first used (PEP 562), so `import growth_ops` loads neither torch nor
+accelerate, and `GrowthSpec` and `plan_depth` work without torch installed.
 """
 
-from .anatomy import DecoderAnatomy, discover_anatomy
-from .apply import apply_plan, grow_depth, plan_growth
-from .checkpoint import CheckpointGrowth, grow_checkpoint, plan_checkpoint_growth
-from .plan import (
-    GrowthPlan,
-    make_dus_plan,
-    make_explicit_plan,
-    make_identity_plan,
-    make_interleave_plan,
-    make_stack_plan,
-    plan_depth,
-)
-from .training import GrowthCallback, grow_optimizer_state, grow_prepared, rewarm_schedule
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointGrowth",
-    "DecoderAnatomy",
-    "GrowthCallback",
-    "GrowthPlan",
-    "apply_plan",
-    "discover_anatomy",
-    "grow_checkpoint",
-    "grow_depth",
-    "grow_optimizer_state",
-    "grow_prepared",
-    "make_dus_plan",
-    "make_explicit_plan",
-    "make_identity_plan",
-    "make_interleave_plan",
-    "make_stack_plan",
-    "plan_checkpoint_growth",
-    "plan_depth",
-    "plan_growth",
-    "rewarm_schedule",
-]
+import importlib
+from typing import Any
+
+# Public name -> the submodule that defines it. A module-level `__getattr__` rather than transformers'
+# `_LazyModule`, which would import transformers (and with it torch) on `import growth_ops`.
+_EXPORTS = {
+    "GrowthSpec": "spec",
+    "GrowthPlan": "plan",
+    "make_dus_plan": "plan",
+    "make_explicit_plan": "plan",
+    "make_identity_plan": "plan",
+    "make_interleave_plan": "plan",
+    "make_stack_plan": "plan",
+    "plan_depth": "plan",
+    "DecoderAnatomy": "anatomy",
+    "discover_anatomy": "anatomy",
+    "apply_plan": "apply",
+    "grow": "in_memory",
+    "grow_depth": "in_memory",
+    "plan_growth": "in_memory",
+    "CheckpointGrowth": "checkpoint",
+    "grow_checkpoint": "checkpoint",
+    "plan_checkpoint_growth": "checkpoint",
+    "grow_optimizer_state": "optim",
+    "rewarm_schedule": "schedule",
+    "grow_prepared": "accelerate_growth",
+    "GrowthCallback": "callback",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -41,6 +41,9 @@ class DecoderAnatomy:
             sparse layers follow from `(layer_idx + 1) % step == 0` (Qwen MoE).
         residual_writers (`tuple[str, ...]`): Module or parameter names whose output is added to the
             residual stream; zeroing them makes a layer an identity.
+        residual_parameters (`tuple[str, ...]`): Exact parameter names inside a layer that write into the
+            residual stream beyond `residual_writers`: found by probing the layer (`growth_ops.probe`), or
+            from the table where the probe cannot see them.
         check_branches (`bool`): Whether every parameterised non-norm child of a layer must hold a
             residual writer before a zero-residual copy is trusted to be an identity.
         identity_blockers (`tuple[tuple[str, Any, str], ...]`): `(config_key, value, reason)` settings
@@ -58,6 +61,7 @@ class DecoderAnatomy:
     index_list_keys: tuple[str, ...] = ()
     sparse_step: tuple[str, str, str] | None = None
     residual_writers: tuple[str, ...] = ()
+    residual_parameters: tuple[str, ...] = ()
     check_branches: bool = True
     identity_blockers: tuple[tuple[str, Any, str], ...] = ()
 
@@ -156,6 +160,7 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         index_list_keys=index_lists,
         sparse_step=(step["step_key"], step["dense_list_key"], step["experts_key"]) if step else None,
         residual_writers=tuple(exception.get("residual_writers", defaults["residual_writers"])),
+        residual_parameters=tuple(exception.get("residual_parameters", ())),
         check_branches=exception.get("check_branches", True),
         identity_blockers=tuple((b["key"], b["value"], b["why"]) for b in exception.get("identity_blockers", ())),
     )

@@ -9,6 +9,7 @@ layer copies and zeroes, and the grown config, come from `rules`, which growth o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -17,104 +18,14 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .anatomy import DecoderAnatomy, discover_anatomy
-from .plan import GrowthPlan, plan_depth
+from .plan import GrowthPlan
+from .probe import capture_block_inputs, zero_residual_failure
 from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed
 
 logger = logging.getLogger(__name__)
 
 # (position in the grown layer list or None for modules outside it, module name relative to it) -> changes
 _AttributeChanges = dict[tuple[int | None, str], dict[str, Any]]
-
-
-def grow_depth(
-    model: nn.Module,
-    factor: float | None = None,
-    num_layers: int | None = None,
-    method: str | None = None,
-    layer_map: list[int] | None = None,
-    overlap: int | None = None,
-    positions: list[int] | None = None,
-    freeze_source_layers: bool = False,
-    layers_attr: str | None = None,
-) -> nn.Module:
-    """Grow the depth of a decoder in place and leave it whole.
-
-    Args:
-        model (`nn.Module`): Any Transformers decoder, or a module holding a list of blocks.
-        factor (`float`, *optional*): Growth factor; `factor * L` must be a whole number (for `"dus"`,
-            the number of copies joined, which is 2).
-        num_layers (`int`, *optional*): Number of layers after growth (instead of `factor`).
-        method (`str`, *optional*, defaults to `"stack"`, or `"explicit"` when `layer_map` is given):
-            `"stack"`, `"interleave"`, `"identity"`, `"dus"` or `"explicit"`; see `growth_ops.plan`.
-        layer_map (`list[int]`, *optional*): Source layer of every layer of the grown model.
-        overlap (`int`, *optional*): Layers dropped from each copy for `"dus"`.
-        positions (`list[int]`, *optional*): For `"identity"`, the source layer each inserted copy follows.
-        freeze_source_layers (`bool`, *optional*, defaults to `False`): Leave only the new layers
-            trainable (LLaMA-Pro): every other parameter, embeddings and head included, gets
-            `requires_grad=False`.
-        layers_attr (`str`, *optional*): Dotted path of the layer list, for models growth_ops cannot
-            read (a plain `nn.Module`: `"blocks"`).
-
-    Returns:
-        `nn.Module`: The same model object, grown.
-
-    Raises:
-        ValueError: If the arguments or the model do not allow the growth asked for (see `plan_depth`,
-            `discover_anatomy` and `apply_plan`); the model is then unchanged.
-
-    Example:
-
-    ```python
-    >>> from growth_ops import grow_depth
-    >>> model = grow_depth(model, factor=2)  # [0..L-1, 0..L-1]
-    >>> model = grow_depth(model, num_layers=20, method="interleave")
-    ```
-    """
-    anatomy, plan = plan_growth(
-        model,
-        factor=factor,
-        num_layers=num_layers,
-        method=method,
-        layer_map=layer_map,
-        overlap=overlap,
-        positions=positions,
-        layers_attr=layers_attr,
-    )
-    return apply_plan(model, plan, anatomy=anatomy, freeze_source_layers=freeze_source_layers)
-
-
-def plan_growth(
-    model: nn.Module,
-    factor: float | None = None,
-    num_layers: int | None = None,
-    method: str | None = None,
-    layer_map: list[int] | None = None,
-    overlap: int | None = None,
-    positions: list[int] | None = None,
-    layers_attr: str | None = None,
-) -> tuple[DecoderAnatomy, GrowthPlan]:
-    """The anatomy of `model` and the plan `grow_depth` would apply to it, without touching the model.
-
-    Callers that must follow the plan elsewhere (optimizer state, a checkpoint on disk) use this and
-    then `apply_plan`. The arguments are those of `grow_depth`.
-
-    Returns:
-        `tuple[DecoderAnatomy, GrowthPlan]`
-
-    Raises:
-        ValueError: If the arguments or the model do not allow the growth asked for.
-    """
-    anatomy = discover_anatomy(model, layers_attr=layers_attr)
-    plan = plan_depth(
-        anatomy.num_layers,
-        factor=factor,
-        new_num_layers=num_layers,
-        method=method,
-        layer_map=layer_map,
-        overlap=overlap,
-        positions=positions,
-    )
-    return anatomy, plan
 
 
 def apply_plan(
@@ -166,7 +77,7 @@ def apply_plan(
         for key, changed in _derived_attribute_changes(model, anatomy, plan, config_changes).items():
             attribute_changes.setdefault(key, {}).update(changed)
     if "zero_residual" in plan.inits:
-        _check_identity(layers, layer_config, anatomy, plan, attribute_changes)
+        anatomy = _check_identity(model, layers, layer_config, anatomy, plan, attribute_changes)
 
     kept = set(plan.kept_positions)
     shared = _shared_objects(model, layers)
@@ -310,42 +221,81 @@ def _is_plain(value: Any) -> bool:
 
 
 def _check_identity(
-    layers: nn.Module, config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan, changes: _AttributeChanges
-) -> None:
-    """Refuse `zero_residual` growth that would not compute exactly the same function."""
+    model: nn.Module,
+    layers: nn.Module,
+    config: Any,
+    anatomy: DecoderAnatomy,
+    plan: GrowthPlan,
+    changes: _AttributeChanges,
+) -> DecoderAnatomy:
+    """Refuse `zero_residual` growth that would not compute exactly the same function.
+
+    Each source of an identity copy is run zeroed on the inputs the model gives it (`growth_ops.probe`);
+    the anatomy is returned with the residual writers the probe found beyond the named ones. A model
+    that cannot be probed (on the meta device) is checked by the names of its writers only.
+    """
     for key, value, why in anatomy.identity_blockers:
         if config is not None and getattr(config, key, None) == value:
             raise ValueError(
                 f"Identity growth is impossible for {anatomy.model_type} with {key}={value!r}: {why}. "
                 "Use another method (stack, interleave, dus, explicit)."
             )
-    for source in {s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"}:
+    counts = (plan.num_layers, plan.source_num_layers)
+    sources = sorted({s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"})
+    inputs = capture_block_inputs(model, layers, sources)
+    found: set[str] = set()
+    for source in sources:
         layer = layers[source]
-        zeroed = [name for name, _ in layer.named_parameters() if is_residual_writer(name, anatomy)]
-        if not zeroed:
+        if source not in inputs:
+            _check_writer_names(layer, source, anatomy)
+            continue
+        reason, extra = zero_residual_failure(layer, inputs[source], lambda n: is_residual_writer(n, anatomy))
+        if reason is not None:
             raise ValueError(
-                f"Identity growth needs the weights that write into the residual stream, but layer {source} "
-                f"({type(layer).__name__}) has none named {list(anatomy.residual_writers)}."
+                f"Identity growth cannot make layer {source} ({type(layer).__name__}, model_type="
+                f"{anatomy.model_type!r}) an exact identity: {reason}. Use another method (stack, interleave, dus, "
+                "explicit)."
             )
-        if anatomy.check_branches:
-            for child_name, child in layer.named_children():
-                has_parameters = next(child.parameters(), None) is not None
-                is_norm = "norm" in type(child).__name__.lower()
-                if has_parameters and not is_norm and not any(n.startswith(child_name + ".") for n in zeroed):
-                    raise ValueError(
-                        f"Identity growth cannot make {type(layer).__name__} an exact identity: its branch "
-                        f"{child_name!r} ({type(child).__name__}) holds none of the known residual writers "
-                        f"{list(anatomy.residual_writers)}, so zeroing would leave that branch's output."
-                    )
+        found.update(extra)
+    if found:
+        logger.info("growth_ops: probing found residual writers beyond the named ones: %s", sorted(found))
+        anatomy = dataclasses.replace(
+            anatomy, residual_parameters=tuple(sorted({*anatomy.residual_parameters, *found}))
+        )
     kept = set(plan.kept_positions)
     for (position, name), changed in changes.items():
         moved = {a: v for a, v in changed.items() if a != "layer_idx"}
+        if position is None:
+            # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
+            moved = {a: v for a, v in moved.items() if (v, getattr(model.get_submodule(name), a, None)) != counts}
         if moved and (position is None or position in kept):
             where = f"layer {plan.sources[position]} moved to {position}" if position is not None else "the model"
             raise ValueError(
                 f"Identity growth cannot keep the function of this model: in {where}, module {name!r} would change "
                 f"{moved} because it depends on its position (e.g. GPT-2's scale_attn_by_inverse_layer_idx). "
                 "Insert copies only after the last layer (`positions=[L-1, ...]`) or use another method."
+            )
+    return anatomy
+
+
+def _check_writer_names(layer: nn.Module, source: int, anatomy: DecoderAnatomy) -> None:
+    """Without a probe, every parameterised non-norm branch must hold a named residual writer."""
+    zeroed = [name for name, _ in layer.named_parameters() if is_residual_writer(name, anatomy)]
+    if not zeroed:
+        raise ValueError(
+            f"Identity growth needs the weights that write into the residual stream, but layer {source} "
+            f"({type(layer).__name__}) has none named {list(anatomy.residual_writers)}."
+        )
+    if not anatomy.check_branches:
+        return
+    for child_name, child in layer.named_children():
+        has_parameters = next(child.parameters(), None) is not None
+        is_norm = "norm" in type(child).__name__.lower()
+        if has_parameters and not is_norm and not any(n.startswith(child_name + ".") for n in zeroed):
+            raise ValueError(
+                f"Identity growth cannot make {type(layer).__name__} an exact identity: its branch "
+                f"{child_name!r} ({type(child).__name__}) holds none of the known residual writers "
+                f"{list(anatomy.residual_writers)}, so zeroing would leave that branch's output."
             )
 
 

@@ -2,7 +2,7 @@
 
 The source is read lazily with `safetensors.safe_open`; the model exists only as a skeleton on the
 meta device (no memory), built from `config.json` so that the anatomy, the plan and the grown config
-come from exactly the code `grow_depth` runs in memory: `apply_plan` is applied to the skeleton, and
+come from exactly the code `grow` runs in memory: `apply_plan` is applied to the skeleton, and
 every tensor is copied by the rules of `growth_ops.rules`. Shards are streamed to disk, so memory
 holds one tensor at a time whatever the model or shard size, and the result is written to a
 temporary sibling folder that is renamed into place only once complete.
@@ -36,9 +36,11 @@ from mtlm_shards import (
 )
 
 from .anatomy import DecoderAnatomy, discover_anatomy
-from .apply import apply_plan, plan_growth
+from .apply import apply_plan
+from .in_memory import plan_growth
 from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
+from .spec import GrowthSpec, check_spec
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class CheckpointGrowth:
         anatomy (`DecoderAnatomy`): The anatomy of the source model.
         plan (`GrowthPlan`): The growth plan.
         layers_prefix (`str`): Dotted path of the layer list in the checkpoint's tensor names.
-        config (`PreTrainedConfig`): The grown config, as `grow_depth` leaves it in memory.
+        config (`PreTrainedConfig`): The grown config, as `grow` leaves it in memory.
         tensors (`dict[str, TensorCopy]`): Every tensor of the grown checkpoint, by name.
         shards (`dict[str, list[str]]`): Tensor names of every output file.
         total_parameters (`int`): Parameters of the grown model (tied ones counted once).
@@ -97,12 +99,8 @@ class CheckpointGrowth:
 
 def plan_checkpoint_growth(
     src: str | Path,
-    factor: float | None = None,
-    num_layers: int | None = None,
-    method: str | None = None,
-    layer_map: list[int] | None = None,
-    overlap: int | None = None,
-    positions: list[int] | None = None,
+    spec: GrowthSpec | None = None,
+    *,
     plan: GrowthPlan | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     trust_remote_code: bool = False,
@@ -116,14 +114,8 @@ def plan_checkpoint_growth(
     Args:
         src (`str` or `Path`): A folder written by `save_pretrained`: `config.json` and safetensors
             weights (`model.safetensors`, or shards with `model.safetensors.index.json`).
-        factor (`float`, *optional*): Growth factor; `factor * L` must be a whole number.
-        num_layers (`int`, *optional*): Number of layers after growth (instead of `factor`).
-        method (`str`, *optional*, defaults to `"stack"`, or `"explicit"` when `layer_map` is given):
-            `"stack"`, `"interleave"`, `"identity"`, `"dus"` or `"explicit"`.
-        layer_map (`list[int]`, *optional*): Source layer of every layer of the grown model.
-        overlap (`int`, *optional*): Layers dropped from each copy for `"dus"`.
-        positions (`list[int]`, *optional*): For `"identity"`, the source layer each inserted copy follows.
-        plan (`GrowthPlan`, *optional*): A ready plan instead of the arguments above.
+        spec (`GrowthSpec`): How to grow, resolved against the checkpoint's config.
+        plan (`GrowthPlan`, *optional*): A plan already resolved for this checkpoint, instead of `spec`.
         max_shard_size (`int` or `str`, *optional*, defaults to `"2GB"`): Largest output file, in bytes
             or as `"2GB"`/`"500MB"`; a larger tensor gets a file of its own.
         trust_remote_code (`bool`, *optional*, defaults to `False`): Run the model code shipped in `src`
@@ -137,25 +129,19 @@ def plan_checkpoint_growth(
         ValueError: If a shard is unreadable, the index and the shards disagree, the model type is
             unknown, or the plan does not fit the model; the message says what to do.
     """
-    if plan is not None and any(
-        arg is not None for arg in (factor, num_layers, method, layer_map, overlap, positions)
-    ):
-        raise ValueError("Give either `plan` or the arguments that make one (factor, method, ...), not both.")
+    if plan is not None and spec is not None:
+        raise ValueError("Give either `plan` or the arguments that make one (a GrowthSpec), not both.")
+    if plan is None and spec is None:
+        raise ValueError("Say how to grow: give a GrowthSpec, e.g. GrowthSpec(depth=2), or a ready `plan`.")
+    if spec is not None:
+        check_spec(spec)
     source = Path(src)
     config = _load_config(source, trust_remote_code)
     weight_map = read_weight_map(source)
     headers = read_headers(source, weight_map)
     skeleton = _build_skeleton(config, source, trust_remote_code)
     if plan is None:
-        anatomy, growth_plan = plan_growth(
-            skeleton,
-            factor=factor,
-            num_layers=num_layers,
-            method=method,
-            layer_map=layer_map,
-            overlap=overlap,
-            positions=positions,
-        )
+        anatomy, growth_plan = plan_growth(skeleton, spec)
     else:
         anatomy, growth_plan = discover_anatomy(skeleton), plan
     layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source)
@@ -187,12 +173,8 @@ def plan_checkpoint_growth(
 def grow_checkpoint(
     src: str | Path,
     dst: str | Path,
-    factor: float | None = None,
-    num_layers: int | None = None,
-    method: str | None = None,
-    layer_map: list[int] | None = None,
-    overlap: int | None = None,
-    positions: list[int] | None = None,
+    spec: GrowthSpec | None = None,
+    *,
     plan: GrowthPlan | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     trust_remote_code: bool = False,
@@ -201,7 +183,7 @@ def grow_checkpoint(
 ) -> CheckpointGrowth:
     """Grow the depth of a safetensors checkpoint on disk, with memory bounded by its largest tensor.
 
-    The result equals, tensor for tensor and in its config, `grow_depth` on the loaded model followed
+    The result equals, tensor for tensor and in its config, `grow` on the loaded model followed
     by `save_pretrained`: the same plan, per-layer config lists, identity init and tied embeddings.
     Code files, tokenizer files and `generation_config.json` are copied; the source's `README.md`
     (a card of the source model) is not.
@@ -212,14 +194,8 @@ def grow_checkpoint(
     Args:
         src (`str` or `Path`): The checkpoint folder to grow (see `plan_checkpoint_growth`).
         dst (`str` or `Path`): The folder to create.
-        factor (`float`, *optional*): Growth factor; `factor * L` must be a whole number.
-        num_layers (`int`, *optional*): Number of layers after growth (instead of `factor`).
-        method (`str`, *optional*, defaults to `"stack"`, or `"explicit"` when `layer_map` is given):
-            `"stack"`, `"interleave"`, `"identity"`, `"dus"` or `"explicit"`.
-        layer_map (`list[int]`, *optional*): Source layer of every layer of the grown model.
-        overlap (`int`, *optional*): Layers dropped from each copy for `"dus"`.
-        positions (`list[int]`, *optional*): For `"identity"`, the source layer each inserted copy follows.
-        plan (`GrowthPlan`, *optional*): A ready plan instead of the arguments above.
+        spec (`GrowthSpec`): How to grow, resolved against the checkpoint's config.
+        plan (`GrowthPlan`, *optional*): A plan already resolved for this checkpoint, instead of `spec`.
         max_shard_size (`int` or `str`, *optional*, defaults to `"2GB"`): Largest output file.
         trust_remote_code (`bool`, *optional*, defaults to `False`): Run the model code shipped in `src`.
         overwrite (`bool`, *optional*, defaults to `False`): Replace an existing `dst` (only once the
@@ -237,23 +213,14 @@ def grow_checkpoint(
     Example:
 
     ```python
-    >>> from growth_ops import grow_checkpoint
-    >>> grow_checkpoint("tinyllama", "tinyllama-x2", factor=2, method="stack")
+    >>> from growth_ops import GrowthSpec, grow_checkpoint
+    >>> grow_checkpoint("tinyllama", "tinyllama-x2", GrowthSpec(depth=2, depth_method="stack"))
     ```
     """
     destination = Path(dst).absolute()
     _check_destination(Path(src).absolute(), destination, overwrite)
     growth = plan_checkpoint_growth(
-        src,
-        factor=factor,
-        num_layers=num_layers,
-        method=method,
-        layer_map=layer_map,
-        overlap=overlap,
-        positions=positions,
-        plan=plan,
-        max_shard_size=max_shard_size,
-        trust_remote_code=trust_remote_code,
+        src, spec, plan=plan, max_shard_size=max_shard_size, trust_remote_code=trust_remote_code
     )
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.growing-", dir=destination.parent))

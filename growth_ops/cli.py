@@ -1,11 +1,14 @@
 """`mtlm-grow`: grow the depth of a checkpoint on disk, with memory bounded by its largest tensor.
 
-    mtlm-grow SRC DST --factor 2 --method stack
+    mtlm-grow SRC DST --depth 2 --method stack
     mtlm-grow SRC DST --method identity --positions 3,7,11 --dry-run
+    mtlm-grow SRC DST --spec growth.json          # a GrowthSpec written by GrowthSpec.to_json()
     python -m growth_ops.cli SRC DST --layer-map 0,1,2,1,2,3 --max-shard-size 5GB
 
-`--dry-run` prints the plan and what would be written, and writes nothing. DST appears only once the
-grown checkpoint is complete; an existing DST is replaced only with `--force`.
+The growth flags build one `GrowthSpec` (`--factor` is an alias of `--depth`). `--dry-run` prints the
+plan and what would be written, and writes nothing. DST appears only once the grown checkpoint is
+complete; an existing DST is replaced only with `--force`. A mistake is reported as one line on
+stderr: exit status 2 for a bad argument or spec, 1 when the checkpoint or the destination refuses.
 """
 
 from __future__ import annotations
@@ -14,9 +17,28 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from .checkpoint import DEFAULT_MAX_SHARD_SIZE, grow_checkpoint, plan_checkpoint_growth
 from .plan import METHODS
+from .spec import GrowthSpec
+
+_PROG = "mtlm-grow"
+# argparse destination -> GrowthSpec field.
+_SPEC_FLAGS = {
+    "depth": "depth",
+    "num_layers": "num_layers",
+    "method": "depth_method",
+    "layer_map": "layer_map",
+    "overlap": "overlap",
+    "positions": "positions",
+}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument as one line with the fix, not the usage block (`--help` still shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{_PROG}: error: {message} (see {_PROG} --help)\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -38,28 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         `argparse.ArgumentParser`
     """
-    parser = argparse.ArgumentParser(
-        prog="mtlm-grow",
+    parser = _OneLineParser(
+        prog=_PROG,
         description="Grow the depth of a Transformers safetensors checkpoint on disk (growth_ops.grow_checkpoint).",
-        epilog="Example: mtlm-grow ./tinyllama ./tinyllama-x2 --factor 2 --method stack",
+        epilog=f"Example: {_PROG} ./tinyllama ./tinyllama-x2 --depth 2 --method stack",
     )
     parser.add_argument("src", help="checkpoint folder written by save_pretrained (config.json + safetensors)")
     parser.add_argument("dst", help="folder to create for the grown checkpoint")
-    parser.add_argument("--factor", type=float, help="growth factor; factor x layers must be a whole number")
-    parser.add_argument("--num-layers", type=int, help="number of layers after growth (instead of --factor)")
-    parser.add_argument(
-        "--method", choices=METHODS, help="how layers are copied (default: stack, or explicit with --layer-map)"
+    growth = parser.add_argument_group("growth (one GrowthSpec: these flags, or --spec)")
+    growth.add_argument("--spec", type=Path, help="a GrowthSpec as JSON (GrowthSpec.to_json()), instead of the flags")
+    growth.add_argument(
+        "--depth", "--factor", dest="depth", type=float, help="depth factor; factor x layers must be a whole number"
     )
-    parser.add_argument(
+    growth.add_argument("--num-layers", type=int, help="number of layers after growth (instead of --depth)")
+    growth.add_argument(
+        "--method",
+        "--depth-method",
+        dest="method",
+        choices=METHODS,
+        help="how layers are copied (default: stack, or explicit with --layer-map)",
+    )
+    growth.add_argument(
         "--layer-map", type=_int_list, help="explicit: source layer of every new layer, e.g. 0,1,2,1,2"
     )
-    parser.add_argument("--overlap", type=int, help="dus: layers dropped from each of the two copies")
-    parser.add_argument("--positions", type=_int_list, help="identity: the source layer each inserted copy follows")
+    growth.add_argument("--overlap", type=int, help="dus: layers dropped from each of the two copies")
+    growth.add_argument("--positions", type=_int_list, help="identity: the source layer each inserted copy follows")
     parser.add_argument(
-        "--max-shard-size",
-        type=_size,
-        default=DEFAULT_MAX_SHARD_SIZE,
-        help="largest output file (default: %(default)s)",
+        "--max-shard-size", type=_size, help="largest output file, e.g. 500MB (default: grow_checkpoint's, 2GB)"
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="run the model code shipped in SRC")
     parser.add_argument(
@@ -69,6 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> GrowthSpec:
+    """The one `GrowthSpec` the flags (or `--spec FILE`) describe; a mistake exits through `parser.error`.
+
+    Args:
+        parser (`argparse.ArgumentParser`): From `build_parser`.
+        args (`argparse.Namespace`): The parsed arguments.
+
+    Returns:
+        `GrowthSpec`
+    """
+    flags = {field: getattr(args, dest) for dest, field in _SPEC_FLAGS.items() if getattr(args, dest) is not None}
+    try:
+        if args.spec is None:
+            return GrowthSpec(**flags)
+        if flags:
+            parser.error(f"--spec {args.spec} describes the whole growth: drop {', '.join(sorted(flags))}")
+        if not args.spec.is_file():
+            parser.error(f"--spec {args.spec} is not a file: give the JSON written by GrowthSpec.to_json()")
+        return GrowthSpec.from_json(args.spec.read_text())
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `mtlm-grow`.
 
@@ -76,30 +126,29 @@ def main(argv: list[str] | None = None) -> int:
         argv (`list[str]`, *optional*): Arguments without the program name; defaults to `sys.argv[1:]`.
 
     Returns:
-        `int`: The exit status: 0 on success, 1 when the input or the plan is refused, 2 for bad arguments.
+        `int`: The exit status: 0 on success, 1 when the checkpoint, the destination or the plan is
+        refused. A bad argument or spec exits with status 2 (`SystemExit`), as argparse does.
     """
-    args = build_parser().parse_args(argv)
-    plan_args = dict(
-        factor=args.factor,
-        num_layers=args.num_layers,
-        method=args.method,
-        layer_map=args.layer_map,
-        overlap=args.overlap,
-        positions=args.positions,
-        max_shard_size=args.max_shard_size,
-        trust_remote_code=args.trust_remote_code,
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spec = spec_from_args(parser, args)
+    # Imported after the arguments are read: `--help` and argument mistakes need no torch.
+    from .checkpoint import grow_checkpoint, plan_checkpoint_growth
+
+    options = {"trust_remote_code": args.trust_remote_code}
+    if args.max_shard_size is not None:
+        options["max_shard_size"] = args.max_shard_size
     start = time.perf_counter()
     try:
         if args.dry_run:
-            print(plan_checkpoint_growth(args.src, **plan_args))
+            print(plan_checkpoint_growth(args.src, spec, **options))
             print(f"dry run: nothing written (a real run writes {args.dst}).")
             if Path(args.dst).exists() and not args.force:
                 print(f"note: {args.dst} already exists: a real run needs --force to replace it.")
             return 0
-        growth = grow_checkpoint(args.src, args.dst, overwrite=args.force, progress=True, **plan_args)
+        growth = grow_checkpoint(args.src, args.dst, spec, overwrite=args.force, progress=True, **options)
     except (OSError, ValueError) as error:
-        print(f"mtlm-grow: error: {error}", file=sys.stderr)
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
         return 1
     print(growth)
     print(f"wrote {args.dst} in {time.perf_counter() - start:.1f} s")

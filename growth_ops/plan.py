@@ -7,6 +7,7 @@ plan can be reviewed before it is applied, logged beside a run, and re-applied e
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 INIT_RULES = ("copy", "zero_residual")
@@ -207,7 +208,7 @@ def make_interleave_plan(source_num_layers: int, new_num_layers: int) -> GrowthP
 
 
 def make_identity_plan(
-    source_num_layers: int, new_num_layers: int | None = None, positions: list[int] | tuple[int, ...] | None = None
+    source_num_layers: int, new_num_layers: int | None = None, positions: Sequence[int] | None = None
 ) -> GrowthPlan:
     """Insert zero-residual copies that leave the model's function unchanged (LLaMA-Pro).
 
@@ -285,7 +286,7 @@ def make_dus_plan(source_num_layers: int, overlap: int) -> GrowthPlan:
     return GrowthPlan(source_num_layers, tuple(sources), ("copy",) * len(sources), method="dus")
 
 
-def make_explicit_plan(source_num_layers: int, layer_map: list[int] | tuple[int, ...]) -> GrowthPlan:
+def make_explicit_plan(source_num_layers: int, layer_map: Sequence[int]) -> GrowthPlan:
     """Build the grown model from an explicit list of source layers, e.g. `[0, 1, 2, 1, 2, 3]`.
 
     Args:
@@ -301,16 +302,91 @@ def make_explicit_plan(source_num_layers: int, layer_map: list[int] | tuple[int,
     return GrowthPlan(source_num_layers, tuple(layer_map), ("copy",) * len(layer_map), method="explicit")
 
 
+def check_depth_request(
+    factor: float | None = None,
+    new_num_layers: int | None = None,
+    method: str | None = None,
+    layer_map: Sequence[int] | None = None,
+    overlap: int | None = None,
+    positions: Sequence[int] | None = None,
+) -> str:
+    """Check what can be checked of a depth growth without knowing the model, and name its method.
+
+    The one place where the planning fields are checked together: `GrowthSpec` calls it when it is
+    built, `plan_depth` before it builds a plan. What depends on the model's layer count (a factor
+    that gives a whole number of layers, sources and positions in range, the DUS overlap) is checked
+    by the plan builders.
+
+    Args:
+        factor, new_num_layers, method, layer_map, overlap, positions: As in `plan_depth`.
+
+    Returns:
+        `str`: The method, `"stack"` by default, or `"explicit"` when `layer_map` is given.
+
+    Raises:
+        ValueError: If the fields cannot describe a growth of any model; the message says what is allowed.
+    """
+    method = method or ("explicit" if layer_map is not None else "stack")
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}: allowed methods are {list(METHODS)}.")
+    owners = {"layer_map": "explicit", "overlap": "dus", "positions": "identity"}
+    given = {"layer_map": layer_map, "overlap": overlap, "positions": positions}
+    misplaced = [name for name, value in given.items() if value is not None and owners[name] != method]
+    if misplaced:
+        raise ValueError(
+            f"{', '.join(f'`{name}` belongs to method {owners[name]!r}' for name in misplaced)}, "
+            f"not to method {method!r}."
+        )
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1):
+        raise ValueError(
+            f"`factor` must be a number >= 1 (`depth` of a GrowthSpec; 1 keeps the depth), got {factor!r}."
+        )
+    if new_num_layers is not None:
+        _check_count("num_layers", new_num_layers, minimum=1)
+    for name in ("layer_map", "positions"):
+        indices = given[name]
+        if indices is not None and (
+            isinstance(indices, str) or not isinstance(indices, Sequence) or not all(_is_int(i) for i in indices)
+        ):
+            raise ValueError(f"`{name}` must be a list of integer layer indices, got {indices!r}.")
+    if overlap is not None and not _is_int(overlap):
+        raise ValueError(f"DUS overlap must be an integer (layers dropped from each copy), got {overlap!r}.")
+    if method == "explicit":
+        if layer_map is None:
+            raise ValueError("The explicit method needs `layer_map`, the source layer of every new layer.")
+        if factor is not None or new_num_layers is not None:
+            raise ValueError(
+                "With `layer_map` the grown size is len(layer_map): do not also give `factor`/`num_layers`."
+            )
+    elif method == "dus":
+        # SOLAR joins two copies, so for DUS `factor` counts copies; the depth follows from `overlap`.
+        if factor is not None and factor != 2:
+            raise ValueError(
+                f"The dus method joins exactly two copies: `factor` must be 2 or omitted, got {factor!r}."
+            )
+        if overlap is None and (new_num_layers is None or new_num_layers % 2):
+            raise ValueError(
+                "The dus method keeps two copies of L - overlap layers: give `overlap`, or an even grown size "
+                f"(got {new_num_layers})."
+            )
+    elif factor is None and new_num_layers is None and (method != "identity" or positions is None):
+        sizes = "`factor`, `num_layers` or `positions`" if method == "identity" else "`factor` or `num_layers`"
+        raise ValueError(f"The {method} method needs the grown size: give {sizes}.")
+    return method
+
+
 def plan_depth(
     num_layers: int,
     factor: float | None = None,
     new_num_layers: int | None = None,
     method: str | None = None,
-    layer_map: list[int] | None = None,
+    layer_map: Sequence[int] | None = None,
     overlap: int | None = None,
-    positions: list[int] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> GrowthPlan:
     """Make the growth plan for a model of `num_layers` layers, without touching any model.
+
+    `GrowthSpec(...).plan_depth(num_layers)` gives the same plan from a spec.
 
     Args:
         num_layers (`int`): Number of layers of the source model (L).
@@ -343,45 +419,13 @@ def plan_depth(
           3       1  copy           new
     ```
     """
-    method = method or ("explicit" if layer_map is not None else "stack")
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}: allowed methods are {list(METHODS)}.")
+    method = check_depth_request(factor, new_num_layers, method, layer_map, overlap, positions)
     _check_count("num_layers", num_layers, minimum=1)
-    given = {
-        "layer_map": layer_map is not None and method != "explicit",
-        "overlap": overlap is not None and method != "dus",
-        "positions": positions is not None and method != "identity",
-    }
-    misplaced = [name for name, bad in given.items() if bad]
-    if misplaced:
-        owners = {"layer_map": "explicit", "overlap": "dus", "positions": "identity"}
-        raise ValueError(
-            f"{', '.join(f'`{name}` belongs to method {owners[name]!r}' for name in misplaced)}, "
-            f"not to method {method!r}."
-        )
     if method == "explicit":
-        if layer_map is None:
-            raise ValueError("The explicit method needs `layer_map`, the source layer of every new layer.")
-        if factor is not None or new_num_layers is not None:
-            raise ValueError(
-                "With `layer_map` the grown size is len(layer_map): do not also give `factor`/`num_layers`."
-            )
         return make_explicit_plan(num_layers, layer_map)
     if method == "dus":
-        # SOLAR joins two copies, so for DUS `factor` counts copies; the depth follows from `overlap`.
-        if factor is not None and factor != 2:
-            raise ValueError(
-                f"The dus method joins exactly two copies: `factor` must be 2 or omitted, got {factor!r}."
-            )
         target = new_num_layers
-        if overlap is None:
-            if target is None or target % 2:
-                raise ValueError(
-                    "The dus method keeps two copies of L - overlap layers: give `overlap`, or an even grown size "
-                    f"(got {target})."
-                )
-            overlap = num_layers - target // 2
-        plan = make_dus_plan(num_layers, overlap)
+        plan = make_dus_plan(num_layers, num_layers - target // 2 if overlap is None else overlap)
         if target is not None and target != plan.num_layers:
             raise ValueError(
                 f"DUS with overlap {overlap} grows {num_layers} layers to 2 * ({num_layers} - {overlap}) = "
@@ -391,28 +435,24 @@ def plan_depth(
     target = _resolve_target(num_layers, factor, new_num_layers)
     if method == "identity":
         return make_identity_plan(num_layers, target, positions)
-    if target is None:
-        raise ValueError(f"The {method} method needs the grown size: give `factor` or `num_layers`.")
     builder = make_stack_plan if method == "stack" else make_interleave_plan
     return builder(num_layers, target)
 
 
 def _resolve_target(num_layers: int, factor: float | None, new_num_layers: int | None) -> int | None:
-    if factor is not None:
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
-            raise ValueError(f"`factor` must be a number >= 1 (1 keeps the depth), got {factor!r}.")
-        scaled = factor * num_layers
-        if scaled != int(scaled):
-            raise ValueError(
-                f"factor {factor} x {num_layers} layers = {scaled} is not a whole number of layers: "
-                "give `num_layers` for the grown size instead."
-            )
-        if new_num_layers is not None and new_num_layers != int(scaled):
-            raise ValueError(
-                f"`factor={factor}` gives {int(scaled)} layers but `num_layers={new_num_layers}`: give only one."
-            )
-        return int(scaled)
-    return new_num_layers
+    if factor is None:
+        return new_num_layers
+    scaled = factor * num_layers
+    if scaled != int(scaled):
+        raise ValueError(
+            f"factor {factor} x {num_layers} layers = {scaled} is not a whole number of layers: "
+            "give `num_layers` for the grown size instead."
+        )
+    if new_num_layers is not None and new_num_layers != int(scaled):
+        raise ValueError(
+            f"`factor={factor}` gives {int(scaled)} layers but `num_layers={new_num_layers}`: give only one."
+        )
+    return int(scaled)
 
 
 def _check_growth(source_num_layers: int, new_num_layers: int) -> None:

@@ -30,7 +30,7 @@ def is_residual_writer(name: str, anatomy: DecoderAnatomy) -> bool:
     Returns:
         `bool`
     """
-    return any(part in anatomy.residual_writers for part in name.split("."))
+    return name in anatomy.residual_parameters or any(part in anatomy.residual_writers for part in name.split("."))
 
 
 def is_zeroed(name: str, rule: str, anatomy: DecoderAnatomy) -> bool:

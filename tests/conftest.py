@@ -9,26 +9,28 @@ from pathlib import Path
 
 import pytest
 
-# A fresh interpreter in which our packages cannot be imported: a meta-path finder refuses them
+OUR_PACKAGES = ("mtlm_hf", "growth_ops", "mtlm_shards", "mtlm_recipes")
+
+# A fresh interpreter in which some of our packages cannot be imported: a meta-path finder refuses them
 # (an editable install would otherwise make them importable from any directory).
-_BLOCK_OUR_PACKAGES = """
+_BLOCKER = """
 import importlib.abc, sys
 class _Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("mtlm_hf", "growth_ops", "mtlm_shards"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
 sys.meta_path.insert(0, _Refuse())
 """
 
 
 @pytest.fixture
 def run_without_mtlm(tmp_path):
-    """Run Python code in a fresh process where `mtlm_hf` and `growth_ops` are not importable.
+    """Run Python code in a fresh process where our packages (or the `blocked` ones) are not importable.
 
     The code's last line of stdout must be JSON; it is parsed and returned.
     """
 
-    def run(code: str, timeout: int = 300) -> dict:
+    def run(code: str, timeout: int = 300, blocked: tuple[str, ...] = OUR_PACKAGES) -> dict:
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
@@ -36,7 +38,7 @@ def run_without_mtlm(tmp_path):
             "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
             "PYTHONPATH": "",
         }
-        script = _BLOCK_OUR_PACKAGES + textwrap.dedent(code)
+        script = _BLOCKER.format(blocked=tuple(blocked)) + textwrap.dedent(code)
         result = subprocess.run(
             [sys.executable, "-c", script],
             cwd=tmp_path,

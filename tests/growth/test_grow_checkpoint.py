@@ -2,85 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from zoo import ON_DISK_ARCHITECTURES, SPECS, assert_same_tensors, build, input_ids, logits, read_tensors
 
 import mtlm_hf
-from growth_ops import grow_checkpoint, grow_depth, plan_checkpoint_growth, plan_depth
-
-VOCAB = 99
-IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
-LLAMA_LIKE = dict(
-    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **IDS
-)
-SLIDING = ["full_attention", "sliding_attention", "sliding_attention"]
-
-# Each with something growth must get right on disk: per-layer lists (layer_types, no_rope_layers), index
-# lists and a sparse step (qwen3_moe), tensors whose names on disk differ from the model's (mixtral's and
-# qwen3_moe's per-expert weights, gpt_neox's embed_out), tied embeddings (gemma3_text, gpt2, MTLM M1),
-# another layer path (gpt2's transformer.h) and custom code (MTLM).
-ARCHITECTURES = {
-    "llama": dict(LLAMA_LIKE, num_key_value_heads=2),
-    "qwen2": dict(LLAMA_LIKE, num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1),
-    "gemma3_text": dict(LLAMA_LIKE, num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=SLIDING[::-1]),
-    "qwen3_moe": dict(
-        LLAMA_LIKE,
-        num_key_value_heads=2,
-        head_dim=8,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=16,
-        decoder_sparse_step=2,
-        mlp_only_layers=[2],
-    ),
-    "mixtral": dict(LLAMA_LIKE, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
-    "smollm3": dict(LLAMA_LIKE, num_key_value_heads=2, no_rope_layers=[1, 0, 1]),
-    "gpt2": dict(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_inner=64, **IDS),
-    "gpt_neox": dict(LLAMA_LIKE),
-    "mtlm-m1": "m1-tiny",
-    "mtlm-m2": "m2-tiny",
-}
-METHODS = {
-    "stack": dict(factor=2),
-    "interleave": dict(num_layers=5),
-    "identity": dict(factor=2),
-    "dus": dict(factor=2, overlap=1),
-    "explicit": dict(layer_map=[0, 1, 2, 1, 2]),
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: one thread avoids thread-barrier waits on shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(arch, dtype=torch.float32):
-    torch.manual_seed(0)
-    spec = ARCHITECTURES[arch]
-    if isinstance(spec, str):
-        config = mtlm_hf.MTLMConfig.from_preset(spec, num_hidden_layers=3, **IDS)
-    else:
-        config = AutoConfig.for_model(arch, **spec)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=dtype).eval()
-
-
-def read_tensors(folder):
-    tensors = {}
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensors
+from growth_ops import GrowthSpec, grow, grow_checkpoint, grow_depth, plan_checkpoint_growth, plan_depth
 
 
 def read_config(folder):
@@ -91,35 +23,18 @@ def non_weight_files(folder):
     return {p.name for p in Path(folder).iterdir() if not p.name.startswith(("model.safetensors", "model-"))}
 
 
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids).logits
-
-
-def input_ids():
-    return torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
-
-
-def assert_same_tensors(expected, actual):
-    assert sorted(actual) == sorted(expected)
-    for name, tensor in expected.items():
-        assert actual[name].dtype == tensor.dtype, name
-        assert actual[name].shape == tensor.shape, name
-        assert torch.equal(actual[name], tensor), name
-
-
 def grow_both_ways(arch, method, tmp_path, **disk_kwargs):
     """Save a tiny model, grow it in memory and save it, grow the saved copy on disk: (model, memory dir, disk dir)."""
     model = build(arch)
     model.save_pretrained(tmp_path / "src", max_shard_size="20KB")  # several source shards
-    grow_depth(model, method=method, **METHODS[method])
+    grow(model, SPECS[method])
     model.save_pretrained(tmp_path / "memory")
-    grow_checkpoint(tmp_path / "src", tmp_path / "disk", method=method, **METHODS[method], **disk_kwargs)
+    grow_checkpoint(tmp_path / "src", tmp_path / "disk", SPECS[method], **disk_kwargs)
     return model, tmp_path / "memory", tmp_path / "disk"
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("method", list(SPECS))
+@pytest.mark.parametrize("arch", ON_DISK_ARCHITECTURES)
 def test_disk_growth_equals_in_memory_growth_tensor_for_tensor(arch, method, tmp_path):
     model, memory, disk = grow_both_ways(arch, method, tmp_path, max_shard_size="30KB")
     assert len(list(disk.glob("model-*.safetensors"))) > 1
@@ -136,7 +51,7 @@ def test_disk_growth_equals_in_memory_growth_tensor_for_tensor(arch, method, tmp
 
 
 def test_grown_config_keeps_every_per_layer_list_in_step_with_the_plan(tmp_path):
-    grow_both_ways("qwen3_moe", "interleave", tmp_path)
+    grow_both_ways("qwen3_moe-sparse-step", "interleave", tmp_path)
     config = read_config(tmp_path / "disk")
     plan = plan_depth(3, new_num_layers=5, method="interleave")
     # Source layers 0 and 2 are dense (step 2 makes layer 0 dense; 2 is listed): their copies stay dense.
@@ -150,7 +65,7 @@ def test_disk_growth_keeps_bfloat16_and_writes_an_index_like_save_pretrained(tmp
     model.save_pretrained(tmp_path / "src")
     grow_depth(model, factor=2)
     model.save_pretrained(tmp_path / "memory", max_shard_size="40KB")
-    grow_checkpoint(tmp_path / "src", tmp_path / "disk", factor=2, max_shard_size="40KB")
+    grow_checkpoint(tmp_path / "src", tmp_path / "disk", GrowthSpec(depth=2), max_shard_size="40KB")
     disk = read_tensors(tmp_path / "disk")
     assert {t.dtype for t in disk.values()} == {torch.bfloat16}
     assert_same_tensors(read_tensors(tmp_path / "memory"), disk)
@@ -173,7 +88,7 @@ def test_tied_head_stored_in_the_source_is_not_written_as_save_pretrained_would_
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     assert "lm_head.weight" in state
     save_file(state, tmp_path / "src" / "model.safetensors", metadata={"format": "pt"})
-    growth = grow_checkpoint(tmp_path / "src", tmp_path / "disk", factor=2)
+    growth = grow_checkpoint(tmp_path / "src", tmp_path / "disk", GrowthSpec(depth=2))
     grow_depth(model, factor=2)
     model.save_pretrained(tmp_path / "memory")
     assert growth.dropped == ("lm_head.weight",)
@@ -184,10 +99,11 @@ def test_a_ready_plan_gives_the_same_checkpoint_as_its_arguments(tmp_path):
     build("llama").save_pretrained(tmp_path / "src")
     plan = plan_depth(3, method="identity", positions=[0, 2])
     grow_checkpoint(tmp_path / "src", tmp_path / "from_plan", plan=type(plan).from_json(plan.to_json()))
-    grow_checkpoint(tmp_path / "src", tmp_path / "from_args", method="identity", positions=[0, 2])
+    spec = GrowthSpec(depth_method="identity", positions=(0, 2))
+    grow_checkpoint(tmp_path / "src", tmp_path / "from_args", spec)
     assert_same_tensors(read_tensors(tmp_path / "from_args"), read_tensors(tmp_path / "from_plan"))
     with pytest.raises(ValueError, match="either `plan` or the arguments"):
-        plan_checkpoint_growth(tmp_path / "src", plan=plan, factor=2)
+        plan_checkpoint_growth(tmp_path / "src", GrowthSpec(depth=2), plan=plan)
 
 
 def test_tokenizer_code_and_generation_files_are_copied_and_the_source_card_is_not(tmp_path):
@@ -196,7 +112,7 @@ def test_tokenizer_code_and_generation_files_are_copied_and_the_source_card_is_n
     tokenizer = mtlm_hf.mistral_tokenizer()
     tokenizer.save_pretrained(src)
     (src / "README.md").write_text("# The 3-layer source model\n")
-    growth = grow_checkpoint(src, tmp_path / "disk", factor=2)
+    growth = grow_checkpoint(src, tmp_path / "disk", GrowthSpec(depth=2))
     copied = {"configuration_mtlm.py", "modeling_mtlm.py", "generation_config.json"}
     copied |= {p.name for p in src.glob("tokenizer*")}
     assert set(growth.copied_files) == copied
@@ -207,33 +123,7 @@ def test_tokenizer_code_and_generation_files_are_copied_and_the_source_card_is_n
     assert grown_tokenizer("The future of AI is").input_ids == [1, 415, 3437, 302, 16107, 349]
 
 
-# A fresh interpreter where mtlm_hf cannot be imported (growth_ops can: it is what runs there).
-_BLOCK_MTLM_HF = """
-import importlib.abc, sys
-class _Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "mtlm_hf":
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, _Refuse())
-"""
-
-
-def run_without_mtlm_hf(code, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", _BLOCK_MTLM_HF + textwrap.dedent(code)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_custom_code_checkpoint_grows_where_mtlm_hf_is_absent(tmp_path):
+def test_custom_code_checkpoint_grows_where_mtlm_hf_is_absent(tmp_path, run_without_mtlm):
     model = build("mtlm-m1")
     model.save_pretrained(tmp_path / "src")
     grow_depth(model, factor=2)
@@ -241,21 +131,21 @@ def test_custom_code_checkpoint_grows_where_mtlm_hf_is_absent(tmp_path):
     code = f"""
     import json, sys, torch
     from transformers import AutoModelForCausalLM
-    from growth_ops import grow_checkpoint
+    from growth_ops import GrowthSpec, grow_checkpoint
     src, dst = {str(tmp_path / "src")!r}, {str(tmp_path / "disk")!r}
     try:
-        grow_checkpoint(src, dst, factor=2)
+        grow_checkpoint(src, dst, GrowthSpec(depth=2))
         refused = ""
     except ValueError as error:
         refused = str(error)
-    grow_checkpoint(src, dst, factor=2, trust_remote_code=True)
+    grow_checkpoint(src, dst, GrowthSpec(depth=2), trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(dst, trust_remote_code=True, attn_implementation="eager").eval()
     with torch.no_grad():
         out = model(torch.tensor({ids.tolist()})).logits
     print(json.dumps({{"refused": refused, "logits": out.tolist(), "module": type(model).__module__,
                       "mtlm_hf_loaded": "mtlm_hf" in sys.modules}}))
     """
-    result = run_without_mtlm_hf(code, tmp_path)
+    result = run_without_mtlm(code, blocked=("mtlm_hf",))  # growth_ops is what runs there
     assert "pass trust_remote_code=True" in result["refused"]
     assert not result["mtlm_hf_loaded"] and "mtlm_hf" not in result["module"]
     torch.testing.assert_close(torch.tensor(result["logits"]), logits(model, ids), atol=1e-6, rtol=0)
@@ -295,7 +185,7 @@ def test_bad_checkpoint_is_refused_with_what_is_wrong_and_nothing_written(damage
         (src / "model.safetensors.index.json").write_text(json.dumps(index))
         error, match = ValueError, "the index and the shards come from different saves"
     with pytest.raises(error, match=match):
-        grow_checkpoint(src, tmp_path / "dst", factor=2)
+        grow_checkpoint(src, tmp_path / "dst", GrowthSpec(depth=2))
     assert not (tmp_path / "dst").exists()
     assert no_leftovers(tmp_path, "dst")
 
@@ -309,7 +199,7 @@ def test_unknown_architecture_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(
         ValueError, match="model_type 'not-a-model', which transformers .* does not know, and no auto_map"
     ):
-        grow_checkpoint(src, tmp_path / "dst", factor=2)
+        grow_checkpoint(src, tmp_path / "dst", GrowthSpec(depth=2))
     assert not (tmp_path / "dst").exists()
 
 
@@ -320,7 +210,7 @@ def test_config_and_weights_that_disagree_are_refused(tmp_path):
     config["num_hidden_layers"] = 4
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"has 4 layers but its weights hold layers \[0, 1, 2\]"):
-        grow_checkpoint(src, tmp_path / "dst", factor=2)
+        grow_checkpoint(src, tmp_path / "dst", GrowthSpec(depth=2))
 
 
 def test_existing_destination_is_kept_unless_overwrite_and_then_replaced_whole(tmp_path):
@@ -329,11 +219,11 @@ def test_existing_destination_is_kept_unless_overwrite_and_then_replaced_whole(t
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        grow_checkpoint(tmp_path / "src", dst, factor=2)
+        grow_checkpoint(tmp_path / "src", dst, GrowthSpec(depth=2))
     assert (dst / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="is the source checkpoint or inside it"):
-        grow_checkpoint(tmp_path / "src", tmp_path / "src", factor=2, overwrite=True)
-    grow_checkpoint(tmp_path / "src", dst, factor=2, overwrite=True)
+        grow_checkpoint(tmp_path / "src", tmp_path / "src", GrowthSpec(depth=2), overwrite=True)
+    grow_checkpoint(tmp_path / "src", dst, GrowthSpec(depth=2), overwrite=True)
     assert not (dst / "keep.txt").exists()
     assert read_config(dst)["num_hidden_layers"] == 6
     assert no_leftovers(tmp_path, "dst")
@@ -342,12 +232,11 @@ def test_existing_destination_is_kept_unless_overwrite_and_then_replaced_whole(t
 def test_a_plan_that_does_not_fit_writes_nothing(tmp_path):
     build("gpt2").save_pretrained(tmp_path / "src")
     with pytest.raises(ValueError, match="not a whole number of layers"):
-        grow_checkpoint(tmp_path / "src", tmp_path / "dst", factor=1.5)
+        grow_checkpoint(tmp_path / "src", tmp_path / "dst", GrowthSpec(depth=1.5))
     # The checks of apply_plan run on disk too: with scaling by the inverse layer index, inserting an
     # identity copy after layer 0 would change the scaling of the kept layers 1 and 2.
-    config = AutoConfig.for_model("gpt2", **ARCHITECTURES["gpt2"], scale_attn_by_inverse_layer_idx=True)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "scaled")
+    build("gpt2", scale_attn_by_inverse_layer_idx=True).save_pretrained(tmp_path / "scaled")
     with pytest.raises(ValueError, match="depends on its position"):
-        grow_checkpoint(tmp_path / "scaled", tmp_path / "dst", method="identity", positions=[0])
+        grow_checkpoint(tmp_path / "scaled", tmp_path / "dst", GrowthSpec(depth_method="identity", positions=[0]))
     assert not (tmp_path / "dst").exists()
     assert no_leftovers(tmp_path, "dst")

@@ -9,28 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig
+from zoo import assert_same_tensors, build, read_tensors
 
-import mtlm_hf
-from growth_ops import grow_depth, plan_checkpoint_growth, plan_depth
+from growth_ops import GrowthSpec, grow, grow_depth, plan_checkpoint_growth, plan_depth
 from growth_ops.cli import main
 
-IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
-
-def save_llama(folder, hidden_size=32, intermediate_size=64):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=99,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        **IDS,
-    )
-    model = AutoModelForCausalLM.from_config(config).eval()
+def save_llama(folder, **overrides):
+    model = build("llama", **overrides)
     model.save_pretrained(folder)
     return model
 
@@ -52,13 +38,6 @@ def mtlm_grow(*args, cwd, file_size_limit=None):
         timeout=300,
         preexec_fn=limit_file_size if file_size_limit else None,
     )
-
-
-def read_tensors(folder):
-    tensors = {}
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensors
 
 
 def leftovers(parent, name):
@@ -128,7 +107,7 @@ def test_cli_failing_half_way_through_the_weights_leaves_no_checkpoint(tmp_path)
     # Files above a size limit cannot be written (EFBIG, as on a full disk). The limit lets the config and the
     # first weights file through and stops a later, larger one, so the write fails with files already written.
     save_llama(tmp_path / "src", hidden_size=64, intermediate_size=256)
-    growth = plan_checkpoint_growth(tmp_path / "src", factor=2, max_shard_size="100KB")
+    growth = plan_checkpoint_growth(tmp_path / "src", GrowthSpec(depth=2), max_shard_size="100KB")
     sizes = [sum(growth.tensors[name].nbytes for name in names) for names in growth.shards.values()]
     limit = sizes[0] + 8192  # room for the first file's header
     assert max(sizes[1:]) > limit
@@ -158,10 +137,7 @@ def test_cli_explains_bad_input_without_a_traceback(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_grows_a_custom_code_checkpoint_only_with_trust_remote_code(tmp_path):
-    torch.manual_seed(0)
-    mtlm_hf.MTLMForCausalLM(mtlm_hf.MTLMConfig.from_preset("m1-tiny", num_hidden_layers=3, **IDS)).save_pretrained(
-        tmp_path / "src"
-    )
+    build("mtlm-m1").save_pretrained(tmp_path / "src")
     refused = mtlm_grow("src", "dst", "--factor", "2", cwd=tmp_path)
     assert refused.returncode == 1
     assert "--trust-remote-code" in refused.stderr
@@ -170,3 +146,48 @@ def test_cli_grows_a_custom_code_checkpoint_only_with_trust_remote_code(tmp_path
     config = json.loads((tmp_path / "dst" / "config.json").read_text())
     assert config["num_hidden_layers"] == 6 and len(config["layer_types"]) == 6
     assert {"configuration_mtlm.py", "modeling_mtlm.py"} <= {p.name for p in (tmp_path / "dst").iterdir()}
+
+
+@pytest.mark.parametrize(
+    "flags, what",
+    [
+        (["--depth", "0.5"], "`factor` must be a number >= 1"),
+        (["--method", "stack", "--positions", "1"], "`positions` belongs to method 'identity'"),
+        (["--spec", "missing.json"], "is not a file"),
+        (["--spec", "spec.json", "--depth", "2"], "describes the whole growth: drop depth"),
+        (["--spec", "typo.json"], "Unknown growth spec key 'dpeth': did you mean 'depth'?"),
+        (["--layer-map", "0,one"], "expected comma-separated layer indices"),
+        (["--depht", "2"], "unrecognized arguments: --depht"),
+    ],
+)
+def test_cli_argument_mistakes_print_one_line_and_exit_2(flags, what, tmp_path):
+    (tmp_path / "spec.json").write_text(GrowthSpec(depth=2).to_json())
+    (tmp_path / "typo.json").write_text('{"dpeth": 2}')
+    result = mtlm_grow("src", "dst", *flags, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("mtlm-grow: error: "), result.stderr
+    assert what in result.stderr and "--help" in result.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, what", [("absent", "does not exist"), ("src", "dst already exists")])
+def test_cli_refused_input_prints_one_error_line_without_a_traceback(source, what, tmp_path):
+    save_llama(tmp_path / "src")
+    if source == "src":
+        (tmp_path / "dst").mkdir()
+    result = mtlm_grow(source, "dst", "--depth", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mtlm-grow: error: ")]
+    assert len(errors) == 1 and what in errors[0]
+
+
+def test_cli_spec_file_grows_as_grow_does_in_memory(tmp_path, capsys):
+    model = save_llama(tmp_path / "src")
+    spec = GrowthSpec(depth_method="identity", positions=(0, 2, 2))
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    assert main([str(tmp_path / "src"), str(tmp_path / "dst"), "--spec", str(tmp_path / "spec.json")]) == 0
+    assert str(spec.plan_depth(3)) in capsys.readouterr().out
+    grow(model, spec).save_pretrained(tmp_path / "memory")
+    assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))

@@ -8,108 +8,21 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
+from zoo import IN_MEMORY_ARCHITECTURES, LLAMA_LIKE, SPECS, VOCAB, build, input_ids, logits
 
-import mtlm_hf
-from growth_ops import DecoderAnatomy, apply_plan, discover_anatomy, grow_depth, plan_depth
-
-VOCAB = 99
-IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
-LLAMA_LIKE = dict(
-    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **IDS
-)
-SLIDING = ["full_attention", "sliding_attention", "sliding_attention"]
-
-# Each architecture with a few per-layer settings switched on, so that growth has something to remap.
-ARCHITECTURES = {
-    "llama": dict(LLAMA_LIKE, num_key_value_heads=2),
-    "mistral": dict(LLAMA_LIKE, num_key_value_heads=2),
-    "mixtral": dict(LLAMA_LIKE, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
-    "qwen2": dict(LLAMA_LIKE, num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1),
-    "qwen3": dict(
-        LLAMA_LIKE, num_key_value_heads=2, head_dim=8, layer_types=SLIDING, use_sliding_window=True, sliding_window=4
-    ),
-    "qwen3_moe": dict(
-        LLAMA_LIKE,
-        num_key_value_heads=2,
-        head_dim=8,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=16,
-        mlp_only_layers=[1],
-    ),
-    "gemma": dict(LLAMA_LIKE, num_key_value_heads=2, head_dim=8),
-    "gemma2": dict(LLAMA_LIKE, num_key_value_heads=2, head_dim=8, sliding_window=4),
-    "gemma3_text": dict(LLAMA_LIKE, num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=SLIDING[::-1]),
-    "phi3": dict(LLAMA_LIKE, num_key_value_heads=2),
-    "smollm3": dict(LLAMA_LIKE, num_key_value_heads=2, no_rope_layers=[1, 0, 1]),
-    "gpt2": dict(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_inner=64, **IDS),
-    "gpt_neox": dict(LLAMA_LIKE),
-    "opt": dict(LLAMA_LIKE, ffn_dim=64, word_embed_proj_dim=32),
-    "falcon": dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, **IDS),
-    "bloom": dict(vocab_size=VOCAB, hidden_size=32, n_layer=3, n_head=4, **IDS),
-    "mtlm-m1": ("m1-tiny", {}),
-    "mtlm-m2": ("m2-tiny", {}),
-    "mtlm-sliding": ("m1-tiny", dict(layer_types=SLIDING, sliding_window=4)),
-}
-METHODS = {
-    "stack": dict(factor=2),
-    "interleave": dict(num_layers=5),  # non-integer growth: 3 -> 5
-    "identity": dict(factor=2),
-    "dus": dict(factor=2, overlap=1),  # SOLAR: two copies, each without `overlap` layers
-    "explicit": dict(layer_map=[0, 1, 2, 1, 2]),
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Ops on these tiny tensors are fastest on one thread; with two, every op waits on a thread barrier,
-    # which costs milliseconds when the cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(arch, dtype=torch.float32, **overrides):
-    """A tiny random model of `arch`, in eval mode with eager attention."""
-    torch.manual_seed(0)
-    spec = ARCHITECTURES[arch]
-    if isinstance(spec, tuple):
-        preset, preset_overrides = spec
-        config = mtlm_hf.MTLMConfig.from_preset(
-            preset, num_hidden_layers=3, **IDS, **{**preset_overrides, **overrides}
-        )
-    else:
-        config = AutoConfig.for_model(arch, **{**spec, **overrides})
-    return AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=dtype).eval()
-
-
-def grow(model, method, **kwargs):
-    return grow_depth(model, **{"method": method, **METHODS[method], **kwargs})
+from growth_ops import DecoderAnatomy, apply_plan, discover_anatomy, grow, grow_depth, plan_depth
 
 
 def plan_for(method, num_layers=3):
-    """The plan `grow(model, method)` applies to a model of `num_layers` layers."""
-    kwargs = {"method": method, **METHODS[method]}
-    if "num_layers" in kwargs:
-        kwargs["new_num_layers"] = kwargs.pop("num_layers")
-    return plan_depth(num_layers, **kwargs)
-
-
-def input_ids(batch=2, length=7):
-    return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
+    """The plan `grow(model, SPECS[method])` applies to a model of `num_layers` layers."""
+    return SPECS[method].plan_depth(num_layers)
 
 
 def decoder_layers(model):
     return model.get_submodule(discover_anatomy(model).layers_path)
 
 
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids).logits
-
-
-GRID = [(arch, method) for arch in ARCHITECTURES for method in METHODS]
+GRID = [(arch, method) for arch in IN_MEMORY_ARCHITECTURES for method in SPECS]
 
 
 @pytest.mark.parametrize("arch, method", GRID)
@@ -124,7 +37,7 @@ def test_growth_leaves_config_layers_and_weights_consistent(arch, method):
     ids = input_ids()
     model(ids, output_hidden_states=True)  # installs the output-capture hooks before growth
 
-    grow(model, method)
+    grow(model, SPECS[method])
     layers = decoder_layers(model)
     n = plan.num_layers
     assert len(layers) == n
@@ -161,7 +74,7 @@ def test_growth_leaves_config_layers_and_weights_consistent(arch, method):
         assert len(model(ids, output_hidden_states=True).hidden_states) == n + 1
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", IN_MEMORY_ARCHITECTURES)
 def test_identity_growth_preserves_logits(arch):
     model = build(arch)
     ids = input_ids()
@@ -171,7 +84,7 @@ def test_identity_growth_preserves_logits(arch):
     torch.testing.assert_close(logits(model, ids), before, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", IN_MEMORY_ARCHITECTURES)
 def test_identity_growth_at_given_positions_preserves_logits(arch):
     model = build(arch)
     ids = input_ids()
@@ -183,7 +96,7 @@ def test_identity_growth_at_given_positions_preserves_logits(arch):
 
 @pytest.mark.parametrize("arch, method", GRID)
 def test_grown_model_generates_the_same_with_and_without_cache(arch, method):
-    model = grow(build(arch), method)
+    model = grow(build(arch), SPECS[method])
     ids = input_ids()
     kwargs = dict(max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
     with_cache = model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
@@ -194,7 +107,7 @@ def test_grown_model_generates_the_same_with_and_without_cache(arch, method):
 
 @pytest.mark.parametrize("arch, method", GRID)
 def test_grown_model_survives_save_and_load(arch, method, tmp_path):
-    model = grow(build(arch), method)
+    model = grow(build(arch), SPECS[method])
     ids = input_ids()
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager", trust_remote_code=True).eval()
@@ -206,7 +119,7 @@ def test_grown_model_survives_save_and_load(arch, method, tmp_path):
 def test_training_step_gives_every_new_layer_a_gradient(arch, method):
     model = build(arch)
     plan = plan_for(method)
-    grow(model, method).train()
+    grow(model, SPECS[method]).train()
     ids = input_ids()
     model(ids, labels=ids).loss.backward()
     layers = decoder_layers(model)
@@ -242,11 +155,11 @@ def test_growth_keeps_activation_checkpointing_on_new_layers():
     assert model.model.layers[5].mlp.down_proj.weight.grad is not None
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(SPECS))
 def test_freeze_source_layers_leaves_only_new_layers_trainable(method):
     model = build("mtlm-m1")
     plan = plan_for(method)
-    grow(model, method, freeze_source_layers=True)
+    grow(model, SPECS[method], freeze_source_layers=True)
     layers = decoder_layers(model)
     new = {id(p) for j in plan.new_positions for p in layers[j].parameters()}
     assert {id(p) for p in model.parameters() if p.requires_grad} == new
@@ -424,7 +337,7 @@ class TinyNet(nn.Module):
         return self.head(x)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(SPECS))
 def test_plain_module_grows_with_layers_attr(method):
     torch.manual_seed(0)
     net = TinyNet().eval()
@@ -434,7 +347,7 @@ def test_plain_module_grows_with_layers_attr(method):
     anatomy = discover_anatomy(net, layers_attr="blocks")
     assert (anatomy.config_path, anatomy.num_layers_key, anatomy.route) == (None, None, "layers_attr")
     plan = plan_for(method)
-    grow(net, method, layers_attr="blocks")
+    grow(net, SPECS[method], layers_attr="blocks")
     assert [block.layer_idx for block in net.blocks] == list(range(plan.num_layers))
     storages = [p.untyped_storage().data_ptr() for p in net.parameters()]
     assert len(storages) == len(set(storages))

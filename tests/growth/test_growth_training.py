@@ -10,18 +10,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState
-from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from accelerate.utils import DistributedType
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+from zoo import VOCAB, build
 
-import mtlm_hf
-from growth_ops.plan import plan_depth
-from growth_ops.training import GrowthCallback, grow_optimizer_state, grow_prepared, rewarm_schedule
+from growth_ops import GrowthCallback, GrowthSpec, grow_optimizer_state, grow_prepared, plan_depth, rewarm_schedule
 
 LAYERS = "model.layers"
-VOCAB = 99  # m1-tiny
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +32,7 @@ def fresh_accelerate_state():
 
 
 def tiny_model(num_layers: int = 2, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = mtlm_hf.MTLMConfig.from_preset("m1-tiny", num_hidden_layers=num_layers)
-    return AutoModelForCausalLM.from_config(config)
+    return build("mtlm-m1", num_hidden_layers=num_layers, seed=seed).train()
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.AdamW:
@@ -70,8 +67,8 @@ def train(
     lrs, losses = [], []
     for step in range(steps):
         if step == grow_at:
-            grow_kwargs = {"factor": 2.0, "method": "stack", **grow_kwargs}  # the trainer passes a float
-            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, **grow_kwargs)
+            spec = GrowthSpec(depth=2.0, depth_method="stack")  # the trainer passes a float
+            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, spec, **grow_kwargs)
         lrs.append([group["lr"] for group in optimizer.param_groups])
         for micro in range(accum):
             with accelerator.accumulate(model):
@@ -201,7 +198,9 @@ def test_grow_prepared_optimizer_holds_every_grown_parameter_once_in_its_sources
     unwrapped = accelerator.unwrap_model(model)
     before = {name: optimizer.state[p] for name, p in unwrapped.named_parameters()}
 
-    model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, factor=2, method="stack")
+    model, optimizer, scheduler = grow_prepared(
+        accelerator, model, optimizer, scheduler, GrowthSpec(depth=2, depth_method="stack")
+    )
 
     assert accelerator.unwrap_model(model) is unwrapped and len(unwrapped.model.layers) == 4
     assert isinstance(optimizer, AcceleratedOptimizer) and type(optimizer.optimizer) is torch.optim.AdamW
@@ -243,7 +242,9 @@ def test_one_step_after_growth_updates_every_new_layer():
     accelerator.backward(model(ids, labels=ids).loss)
     optimizer.step()
     optimizer.zero_grad()
-    model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, None, factor=2, optimizer_state="reset")
+    model, optimizer, scheduler = grow_prepared(
+        accelerator, model, optimizer, None, GrowthSpec(depth=2), optimizer_state="reset"
+    )
     assert scheduler is None
     new = {
         n: p.detach().clone()
@@ -295,9 +296,10 @@ def test_rewarm_multiplies_the_schedule_by_a_linear_warmup_from_the_growth_step(
         ({"optimizer_state": "zeros"}, ValueError, r"optimizer_state 'zeros'.*\['copy', 'reset'\]"),
         ({"schedule": "restart"}, ValueError, r"schedule 'restart'.*\['continue', 'rewarm'\]"),
         ({"schedule": "rewarm", "rewarm_steps": 0}, ValueError, "rewarm_steps >= 1"),
-        ({"factor": 1.25}, ValueError, "not a whole number"),
-        ({"method": "identity", "positions": [5]}, ValueError, "out of range"),
-        ({"depth": 4}, TypeError, "depth"),
+        ({"depth": 1.25}, ValueError, "not a whole number"),
+        ({"depth_method": "identity", "positions": [5]}, ValueError, "out of range"),
+        ({"factor": 4}, TypeError, "factor"),
+        ({"layers": 4}, TypeError, "layers"),
     ],
 )
 def test_bad_options_raise_and_leave_everything_untouched(options, error, match):
@@ -317,7 +319,9 @@ def test_bad_options_raise_and_leave_everything_untouched(options, error, match)
     tracked = (list(accelerator._models), list(accelerator._optimizers), list(accelerator._schedulers))
 
     with pytest.raises(error, match=match):
-        grow_prepared(accelerator, model, optimizer, scheduler, **{"factor": 2, **options})
+        spec = GrowthSpec(**{k: v for k, v in options.items() if k in GrowthSpec.__dataclass_fields__} or {"depth": 2})
+        kwargs = {k: v for k, v in options.items() if k not in GrowthSpec.__dataclass_fields__}
+        grow_prepared(accelerator, model, optimizer, scheduler, spec, **kwargs)
 
     assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
     assert [id(p) for g in optimizer.param_groups for p in g["params"]] == parameters
@@ -335,10 +339,10 @@ def test_rewarm_needs_a_lambda_schedule():
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     with pytest.raises(ValueError, match="LambdaLR.*StepLR"):
-        grow_prepared(accelerator, model, optimizer, scheduler, factor=2, schedule="rewarm", rewarm_steps=2)
+        grow_prepared(accelerator, model, optimizer, scheduler, GrowthSpec(depth=2), schedule="rewarm", rewarm_steps=2)
     assert len(model.model.layers) == 2
     # "continue" works for any torch scheduler.
-    model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, factor=2)
+    model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, GrowthSpec(depth=2))
     assert type(scheduler.scheduler) is torch.optim.lr_scheduler.StepLR
     assert scheduler.scheduler.optimizer is optimizer.optimizer
 
@@ -349,7 +353,7 @@ def test_growth_inside_an_accumulation_cycle_is_refused():
     optimizer = make_optimizer(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     with accelerator.accumulate(model), pytest.raises(RuntimeError, match="optimizer-step boundary"):
-        grow_prepared(accelerator, model, optimizer, None, factor=2)
+        grow_prepared(accelerator, model, optimizer, None, GrowthSpec(depth=2))
     assert len(model.model.layers) == 2
 
 
@@ -366,7 +370,7 @@ def test_mixed_precision_wrapper_is_not_stacked_by_regrowth():
     model, optimizer = accelerator.prepare(model, optimizer)
     depth = wrappers(model.forward)
     for _ in range(2):
-        model, optimizer, _ = grow_prepared(accelerator, model, optimizer, None, factor=2)
+        model, optimizer, _ = grow_prepared(accelerator, model, optimizer, None, GrowthSpec(depth=2))
         assert wrappers(model.forward) == depth
     ids = batch(0)
     logits = model(ids).logits
@@ -410,7 +414,7 @@ def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layer
         disable_tqdm=True,
         seed=0,
     )
-    growth, recorder = GrowthCallback(at_step=3, factor=2, method="stack"), _Recorder(at_step=3)
+    growth, recorder = GrowthCallback(at_step=3, spec=GrowthSpec(depth=2, depth_method="stack")), _Recorder(at_step=3)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[growth, recorder])
     trainer.train()
 
@@ -430,15 +434,38 @@ def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layer
 
 
 def test_growth_callback_refuses_multi_process_runs():
-    callback = GrowthCallback(at_step=1, factor=2)
+    callback = GrowthCallback(at_step=1, spec=GrowthSpec(depth=2))
     with pytest.raises(RuntimeError, match="grow_prepared"):
         callback.on_train_begin(SimpleNamespace(world_size=2), None, None)
 
 
 def test_growth_callback_rejects_bad_options():
     with pytest.raises(ValueError, match="at_step"):
-        GrowthCallback(at_step=0, factor=2)
+        GrowthCallback(at_step=0, spec=GrowthSpec(depth=2))
     with pytest.raises(ValueError, match="optimizer_state 'moments'"):
-        GrowthCallback(at_step=5, optimizer_state="moments", factor=2)
+        GrowthCallback(at_step=5, spec=GrowthSpec(depth=2), optimizer_state="moments")
     with pytest.raises(TypeError, match="layers"):
-        GrowthCallback(at_step=5, layers=4)
+        GrowthCallback(at_step=5, spec=GrowthSpec(depth=2), layers=4)
+
+
+@pytest.mark.parametrize(
+    ("distributed_type", "fsdp_version", "engine"),
+    [("DEEPSPEED", None, "DEEPSPEED"), ("FSDP", 1, "FSDP version 1"), ("MEGATRON_LM", None, "MEGATRON_LM")],
+)
+def test_engines_with_flattened_state_are_refused_with_what_to_do_instead(distributed_type, fsdp_version, engine):
+    accelerator = Accelerator()
+    model = tiny_model()
+    optimizer = make_optimizer(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    weights = copy.deepcopy(model.state_dict())
+    # These engines need devices and packages this machine lacks: the refusal reads only the accelerator's state
+    # (the fixture resets it).
+    accelerator.state.distributed_type = DistributedType[distributed_type]
+    if fsdp_version is not None:
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=fsdp_version)
+
+    with pytest.raises(NotImplementedError, match=rf"not {engine}.*grow_checkpoint.*mtlm-grow.*resume"):
+        grow_prepared(accelerator, model, optimizer, None, GrowthSpec(depth=2))
+
+    assert len(model.model.layers) == 2
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())

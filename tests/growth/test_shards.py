@@ -6,15 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
+from zoo import read_tensors
 
 from mtlm_shards import reshard
-
-
-def _tensors(folder) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensors
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ def test_reshard_writes_the_same_tensors_in_files_of_the_requested_size(sharded_
     written = reshard(sharded_checkpoint, out, max_shard_size)
 
     assert sorted(written) == sorted(out.iterdir())
-    source, resharded = _tensors(sharded_checkpoint), _tensors(out)
+    source, resharded = read_tensors(sharded_checkpoint), read_tensors(out)
     assert source.keys() == resharded.keys()
     for name, tensor in source.items():
         assert resharded[name].dtype == torch.bfloat16 and torch.equal(resharded[name], tensor), name

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 import mtlm_hf
-from growth_ops.training import grow_prepared
+from growth_ops import GrowthSpec, grow_prepared
 
 GROW_AT = 2  # optimizer steps before growth
 TOTAL_STEPS = 5
@@ -61,9 +61,8 @@ def main() -> None:
     for step in range(TOTAL_STEPS):
         batches = [torch.randint(0, config.vocab_size, (4, 16), generator=tokens) for _ in range(ACCUM)]
         if step == GROW_AT:
-            model, optimizer, scheduler = grow_prepared(
-                accelerator, model, optimizer, scheduler, factor=2, method="stack"
-            )
+            spec = GrowthSpec(depth=2, depth_method="stack")
+            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, spec)
             dump.update({f"grown.{n}": p.detach().clone() for n, p in _new_parameters(accelerator, model)})
             with accelerator.no_sync(model):
                 for ids in batches:
