@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 import transformers
 from machine import host
+from transformers.utils import is_liger_kernel_available
 
 from mtlm_hf import MTLMConfig, MTLMForCausalLM, to_llama
-from mtlm_hf.modeling_mtlm import _liger_functional
 
 
 @dataclasses.dataclass
@@ -44,7 +44,9 @@ class BenchConfig:
     warmup_steps: int = 2  # untimed steps per contender and precision (compilation happens here)
     timed_steps: int = 5  # timed steps per contender and precision
     device: str = "cpu"
-    fast_path: str | None = None  # MTLMConfig.fast_path; None: "liger" on CUDA, "compile" elsewhere
+    # `model.set_fast_path` of each fast contender; None: "liger" on CUDA, "compile" elsewhere. One fast path is the
+    # contender "mtlm-fast"; several are "mtlm-compile", "mtlm-liger".
+    fast_paths: tuple[str, ...] | None = None
     peak_tflops: float | None = None  # dense peak at the precision; None: known GPUs only
     seed: int = 0
     out: str = "benchmarks/throughput.json"
@@ -66,9 +68,12 @@ def build_contenders(cfg: BenchConfig, shape: str) -> dict[str, torch.nn.Module]
     config._attn_implementation = "sdpa"
     mtlm = MTLMForCausalLM(config).to(cfg.device).train()
     llama = to_llama(mtlm).train()  # same shape and weights, sdpa, tied embeddings
-    fast = copy.deepcopy(mtlm)
-    fast.config.fast_path = cfg.fast_path
-    return {"llama": llama, "mtlm": mtlm, "mtlm-fast": fast}
+    contenders = {"llama": llama, "mtlm": mtlm}
+    for fast_path in cfg.fast_paths:
+        fast = copy.deepcopy(mtlm)
+        fast.set_fast_path(fast_path)
+        contenders["mtlm-fast" if len(cfg.fast_paths) == 1 else f"mtlm-{fast_path}"] = fast
+    return contenders
 
 
 def matmul_params(model: torch.nn.Module) -> int:
@@ -158,15 +163,15 @@ def machine(cfg: BenchConfig) -> dict:
 
 
 def main(cfg: BenchConfig) -> None:
-    fast_path = cfg.fast_path or ("liger" if cfg.device == "cuda" else "compile")
-    cfg = dataclasses.replace(cfg, fast_path=fast_path)
-    uses_liger = fast_path == "liger" and cfg.device == "cuda" and _liger_functional() is not None
+    fast_paths = cfg.fast_paths or ("liger" if cfg.device == "cuda" else "compile",)
+    cfg = dataclasses.replace(cfg, fast_paths=tuple(fast_paths))
+    uses_liger = "liger" in fast_paths and cfg.device == "cuda" and is_liger_kernel_available()
     run = {
         "machine": machine(cfg),
         "load_average_start": os.getloadavg(),
         "settings": dataclasses.asdict(cfg),
         "fast_path": {
-            "config": fast_path,
+            "config": fast_paths[0] if len(fast_paths) == 1 else list(fast_paths),
             "liger_kernel_used": uses_liger,
             "note": "liger-kernel's Triton kernels run on CUDA only; elsewhere 'liger' is 'compile'.",
         },
@@ -201,7 +206,7 @@ if __name__ == "__main__":
     parser.add_argument("--warmup-steps", type=int, default=BenchConfig.warmup_steps)
     parser.add_argument("--timed-steps", type=int, default=BenchConfig.timed_steps)
     parser.add_argument("--device", default=BenchConfig.device, choices=["cpu", "cuda"])
-    parser.add_argument("--fast-path", default=None, choices=["compile", "liger"])
+    parser.add_argument("--fast-path", nargs="+", default=None, choices=["compile", "liger"])
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--quick", action="store_true", help="m1-base only, 1 warmup and 2 timed steps")
     parser.add_argument("--out", default=BenchConfig.out)
@@ -214,7 +219,7 @@ if __name__ == "__main__":
         warmup_steps=1 if args.quick else args.warmup_steps,
         timed_steps=2 if args.quick else args.timed_steps,
         device=args.device,
-        fast_path=args.fast_path,
+        fast_paths=tuple(args.fast_path) if args.fast_path else None,
         peak_tflops=args.peak_tflops,
         out=args.out,
     )

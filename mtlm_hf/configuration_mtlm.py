@@ -5,17 +5,22 @@ This file travels with every saved MTLM checkpoint (``trust_remote_code``): it m
 ``transformers``, ``huggingface_hub`` and the standard library.
 """
 
+import dataclasses
+import difflib
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 POSITION_EMBEDDING_TYPES = ("rope", "learned")
 MLP_TYPES = ("gated", "plain")
 MTLM_LAYER_TYPES = ("full_attention", "sliding_attention")
-# Training fast paths (`MTLMConfig.fast_path`); None is the plain path.
-FAST_PATHS = ("compile", "liger")
+# Keyword arguments that `PreTrainedConfig` takes besides its fields (they set runtime attributes).
+_CONFIG_KWARGS = ("attn_implementation", "output_attentions")
 
 # Size presets in the style of litgpt's `name_to_config`: a preset is a dict of MTLMConfig fields.
 # "m1-base" / "m1" are the original MTLM1 shapes (ORIGINALS.md), "m2" the original MTLM2 ("TinyGPT").
@@ -101,23 +106,9 @@ class MTLMConfig(PreTrainedConfig):
             attention everywhere; growth edits this list like any other per-layer setting.
         sliding_window (`int`, *optional*):
             Window of the `"sliding_attention"` layers.
-        fast_path (`str`, *optional*):
-            A faster way to compute the same numbers (within float tolerance), read at every forward:
-            - `None` (default): the plain path, written like Llama's.
-            - `"compile"`: `torch.compile` of the decoder layers and of the language-modelling loss, on
-              any device. The compiled functions are module-level and take the layer as an argument, so
-              nothing is bound to a module instance: copies made by depth growth, `save_pretrained` /
-              `from_pretrained` and remote-code loading all keep working, and every layer of a model
-              shares one compiled graph.
-            - `"liger"`: on CUDA with `liger-kernel` installed, the layers run eagerly with liger's fused
-              (Triton) RMSNorm, SwiGLU and RoPE, and training with labels uses its fused linear
-              cross-entropy (the logits are then not materialised and come back as `None`); elsewhere
-              (CPU, or without `liger-kernel`) the same as `"compile"`.
-            Forwards with a KV cache (generation) or that ask for hidden states / attentions take the
-            plain path; in training the fast path builds no KV cache. Dropout inside the layers draws
-            other masks than the plain path (same distribution). On CPU only `torch.compile` helps: fused
-            QKV / gate-up GEMMs, `F.rms_norm` and a chunked linear cross-entropy were measured and gave
-            nothing there.
+
+    The training fast path (`torch.compile`, liger-kernel) is not part of the config: like `attn_implementation`
+    it is a runtime choice, `from_pretrained(..., fast_path="compile")` or `model.set_fast_path("compile")`.
 
     Example:
 
@@ -172,9 +163,15 @@ class MTLMConfig(PreTrainedConfig):
     hidden_dropout: int | float = 0.0
     layer_types: list[str] | None = None
     sliding_window: int | None = None
-    fast_path: str | None = None
 
     def __post_init__(self, **kwargs):
+        if (fast_path := kwargs.pop("fast_path", None)) is not None:
+            # Written by mtlm before the fast path became a runtime choice; reading it would switch
+            # `torch.compile` on for everyone who loads the checkpoint.
+            logger.warning_once(
+                f"Ignoring `fast_path={fast_path!r}` in this MTLM config: the fast path is now chosen at runtime, "
+                f"with `from_pretrained(..., fast_path={fast_path!r})` or `model.set_fast_path({fast_path!r})`."
+            )
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.layer_types is None:
@@ -213,8 +210,6 @@ class MTLMConfig(PreTrainedConfig):
             raise ValueError(f"`layer_types` entries must be in {MTLM_LAYER_TYPES}, got {unknown}.")
         if "sliding_attention" in self.layer_types and not self.sliding_window:
             raise ValueError("`layer_types` has 'sliding_attention' layers but `sliding_window` is not set.")
-        if self.fast_path is not None and self.fast_path not in FAST_PATHS:
-            raise ValueError(f"`fast_path` must be None or one of {FAST_PATHS}, got {self.fast_path!r}.")
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: also run when a modified config is saved."""
@@ -226,17 +221,38 @@ class MTLMConfig(PreTrainedConfig):
 
         Args:
             name (`str`): one of `MTLM_PRESETS` (`"m1-base"`, `"m1"`, `"m2"`, `"m1-tiny"`, `"m2-tiny"`).
-            **overrides: any `MTLMConfig` field, replacing the preset's value.
+            **overrides: any `MTLMConfig` field (or `attn_implementation`), replacing the preset's value.
 
         Returns:
             `MTLMConfig`
 
         Raises:
-            ValueError: if `name` is not a known preset.
+            ValueError: if `name` is not a known preset or an override is not a config field (a misspelt key
+                would otherwise be kept as an unused attribute), naming the nearest valid one.
         """
         if name not in MTLM_PRESETS:
-            raise ValueError(f"Unknown MTLM preset {name!r}; valid presets are: {', '.join(MTLM_PRESETS)}.")
+            raise ValueError(
+                f"Unknown MTLM preset {name!r}; {_nearest(name, MTLM_PRESETS)} Presets: {', '.join(MTLM_PRESETS)}."
+            )
+        valid_keys = [field.name for field in dataclasses.fields(cls)] + list(_CONFIG_KWARGS)
+        for key in overrides:
+            if key == "fast_path":
+                raise ValueError(
+                    "`fast_path` is not a config field: the fast path is chosen at runtime, with "
+                    "`from_config(config, fast_path=...)`, `from_pretrained(..., fast_path=...)` or "
+                    "`model.set_fast_path(...)`."
+                )
+            if key not in valid_keys:
+                raise ValueError(
+                    f"Unknown MTLMConfig field {key!r} in the overrides of preset {name!r}; {_nearest(key, valid_keys)}"
+                )
         return cls(**{**MTLM_PRESETS[name], **overrides})
+
+
+def _nearest(key: str, valid: Any) -> str:
+    """'did you mean X?' for the closest of `valid` (difflib), or a pointer to the full list."""
+    nearest = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)  # 0.5: also n_layer, rope_theta
+    return f"did you mean {nearest[0]!r}?" if nearest else "no valid name is close to it."
 
 
 __all__ = ["MTLMConfig", "MTLM_PRESETS"]

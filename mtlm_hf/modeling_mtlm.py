@@ -3,7 +3,7 @@
 
 This file travels with every saved MTLM checkpoint (``trust_remote_code``): it imports only torch,
 transformers and, relatively, `configuration_mtlm.py`. The optional `liger_kernel` is imported only
-inside the `fast_path="liger"` code, guarded by `is_liger_kernel_available()`.
+when a model is set to the liger fast path, guarded by `is_liger_kernel_available()`.
 """
 
 import functools
@@ -40,14 +40,98 @@ _AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_mtlm.MTLMForCausalLM",
 }
 
+# Fast paths: a runtime choice like `attn_implementation` (`MTLMPreTrainedModel.set_fast_path`), never saved.
+# "compile" runs each decoder layer, and the loss, through `torch.compile` of module-level functions that take the
+# layer as an argument: nothing compiled is bound to a module instance (so layers copied by depth growth run their
+# own weights), and since dynamo treats a module's parameters as inputs, all layers share one graph.
+# "liger" swaps liger-kernel's fused (Triton, CUDA-only) RMSNorm, SwiGLU, RoPE and linear cross-entropy into the
+# plain modules through `_liger_kernels`, the one seam: the layers keep their single forward. Where liger cannot
+# run (CPU, or liger-kernel not installed) "liger" is "compile".
+FAST_PATHS = ("compile", "liger")
+
+
+def _check_fast_path(fast_path: str | None) -> None:
+    if fast_path is not None and fast_path not in FAST_PATHS:
+        raise ValueError(f"`fast_path` must be None (the plain path) or one of {FAST_PATHS}, got {fast_path!r}.")
+
+
+@functools.cache
+def _liger_functional():
+    """liger-kernel's functional API, or None where it is not installed."""
+    if not is_liger_kernel_available():
+        return None
+    try:
+        from liger_kernel.transformers import functional
+    except ImportError:
+        return None
+    return functional
+
+
+def _liger_kernels(module: nn.Module, tensor: torch.Tensor):
+    """liger's functional API if `module` is set to the liger fast path (which `set_fast_path` does only where
+    liger-kernel is installed) and `tensor` is on CUDA; else None, and the module runs its plain code."""
+    return _liger_functional() if module.use_liger and tensor.is_cuda else None
+
+
+@functools.cache
+def _compiled(function: Callable) -> Callable:
+    """`torch.compile(function)`, built once per function and shared by every model and layer."""
+    return torch.compile(function)
+
+
+def _call_decoder_layer(decoder_layer: nn.Module, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    return decoder_layer(hidden_states, **kwargs)
+
+
+def _layer_runner(model: nn.Module, hidden_states: torch.Tensor, cache: Cache | None, kwargs: dict) -> Callable:
+    """How `MTLMModel.forward` calls its decoder layers: compiled on a fast path, unless there is a KV cache,
+    outputs are captured, or liger's kernels run (eager Triton calls inside the same layer forward)."""
+    capturing = any(
+        kwargs.get(name, getattr(model.config, name, False)) for name in ("output_hidden_states", "output_attentions")
+    )
+    if model.fast_path is None or cache is not None or capturing or _liger_kernels(model, hidden_states) is not None:
+        return _call_decoder_layer
+    return _compiled(_call_decoder_layer)
+
+
+def _liger_causal_lm_loss(
+    liger,
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss` on `lm_head(hidden_states)`, fused so the logits never exist."""
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = liger.liger_fused_linear_cross_entropy(
+        hidden_states.reshape(-1, hidden_states.shape[-1]),
+        lm_head_weight,
+        shift_labels.reshape(-1).to(hidden_states.device),
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    if reduction == "sum":
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        loss = loss / num_items_in_batch
+    return loss
+
 
 class MTLMRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
+        self.use_liger = False  # `set_fast_path("liger")`
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if (liger := _liger_kernels(self, hidden_states)) is not None:
+            return liger.liger_rms_norm(hidden_states, self.weight, self.variance_epsilon)
         # The variance is taken in float32 whatever the input dtype (as Llama, and as the original M2).
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)
@@ -121,11 +205,15 @@ class MTLMMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
+        self.is_swiglu = self.is_gated and config.hidden_act in ("silu", "swish")
+        self.use_liger = False  # `set_fast_path("liger")`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is_gated:
-            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(self.act_fn(self.up_proj(x)))
+        if not self.is_gated:
+            return self.down_proj(self.act_fn(self.up_proj(x)))
+        if self.is_swiglu and (liger := _liger_kernels(self, x)) is not None:
+            return self.down_proj(liger.liger_swiglu(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -168,7 +256,7 @@ class MTLMAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        # Set per layer, as transformers' sliding-window models do: under `fast_path="compile"` dynamo then
+        # Set per layer, as transformers' sliding-window models do: under the "compile" fast path dynamo then
         # guards on this value (None or the window), so the layers share two graphs at most, not one per
         # layer index. Depth growth keeps it right: copies carry it, and `layer_types` follows their sources.
         is_sliding = config.layer_types[layer_idx] == "sliding_attention"
@@ -178,6 +266,7 @@ class MTLMAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
+        self.use_liger = False  # `set_fast_path("liger")`
 
         self.q_proj = nn.Linear(
             config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.attention_bias
@@ -200,36 +289,25 @@ class MTLMAttention(nn.Module):
         cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query_states, key_states, value_states = self.project_heads(hidden_states)
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
 
-        if position_embeddings is not None:
-            cos, sin = position_embeddings
-            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-
-        if cache is not None:
-            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
-        return self.attend(query_states, key_states, value_states, attention_mask, **kwargs)
-
-    def project_heads(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values as (batch, heads, seq, head_dim), before RoPE (shared with the liger path)."""
-        hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        return query_states, key_states, value_states
 
-    def attend(
-        self,
-        query_states: torch.Tensor,
-        key_states: torch.Tensor,
-        value_states: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention over projected, position-encoded heads, then the output projection (shared with the liger path)."""
-        attention_interface: Callable = eager_attention_forward
-        if self.config._attn_implementation != "eager":
-            attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            liger = _liger_kernels(self, query_states)
+            rotate = apply_rotary_pos_emb if liger is None else liger.liger_rope
+            query_states, key_states = rotate(query_states, key_states, cos, sin)
+
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
 
         attn_output, attn_weights = attention_interface(
             self,
@@ -243,7 +321,7 @@ class MTLMAttention(nn.Module):
             **kwargs,
         )
 
-        attn_output = attn_output.reshape(*attn_output.shape[:2], -1).contiguous()  # (batch, seq, hidden)
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
         attn_output = self.o_proj(attn_output)
         return attn_output, attn_weights
 
@@ -290,114 +368,6 @@ class MTLMDecoderLayer(GradientCheckpointingLayer):
         return hidden_states
 
 
-# Fast path (`config.fast_path`). The compiled functions are module-level and take the layer as an
-# argument: nothing compiled is bound to a module instance (so layers copied by depth growth run their
-# own weights), and since dynamo treats a module's parameters as inputs, all layers share one graph.
-
-
-def _call_decoder_layer(decoder_layer: nn.Module, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
-    return decoder_layer(hidden_states, **kwargs)
-
-
-@functools.cache
-def _compiled(function: Callable) -> Callable:
-    """`torch.compile(function)`, built once per function and shared by every model and layer."""
-    return torch.compile(function)
-
-
-@functools.cache
-def _liger_functional():
-    """liger-kernel's functional API (Triton kernels, CUDA only), or None where it is not installed."""
-    if not is_liger_kernel_available():
-        return None
-    try:
-        from liger_kernel.transformers import functional
-    except ImportError:
-        return None
-    return functional
-
-
-def _uses_liger(config: MTLMConfig, hidden_states: torch.Tensor) -> bool:
-    return config.fast_path == "liger" and hidden_states.is_cuda and _liger_functional() is not None
-
-
-def _liger_decoder_layer(
-    decoder_layer: "MTLMDecoderLayer",
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Unpack[TransformersKwargs],
-) -> torch.Tensor:
-    """`MTLMDecoderLayer.forward` without a KV cache, with liger's fused RMSNorm, SwiGLU and RoPE."""
-    liger = _liger_functional()
-    attn, mlp = decoder_layer.self_attn, decoder_layer.mlp
-    kwargs.pop("cache", None)
-    kwargs.pop("use_cache", None)
-    kwargs.pop("position_ids", None)
-
-    residual = hidden_states
-    norm = decoder_layer.input_layernorm
-    hidden_states = liger.liger_rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
-    # Self Attention
-    query_states, key_states, value_states = attn.project_heads(hidden_states)
-    if position_embeddings is not None:
-        cos, sin = position_embeddings
-        query_states, key_states = liger.liger_rope(query_states, key_states, cos, sin)
-    hidden_states, _ = attn.attend(query_states, key_states, value_states, attention_mask, **kwargs)
-    hidden_states = residual + decoder_layer.dropout(hidden_states)
-
-    # Fully Connected
-    residual = hidden_states
-    norm = decoder_layer.post_attention_layernorm
-    hidden_states = liger.liger_rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
-    if mlp.is_gated and attn.config.hidden_act in ("silu", "swish"):
-        hidden_states = mlp.down_proj(liger.liger_swiglu(mlp.gate_proj(hidden_states), mlp.up_proj(hidden_states)))
-    else:
-        hidden_states = mlp(hidden_states)
-    return residual + decoder_layer.dropout(hidden_states)
-
-
-def _run_liger_decoder_layer(decoder_layer: nn.Module, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
-    if decoder_layer.gradient_checkpointing and decoder_layer.training:
-        return decoder_layer._gradient_checkpointing_func(
-            functools.partial(_liger_decoder_layer, decoder_layer, **kwargs), hidden_states
-        )
-    return _liger_decoder_layer(decoder_layer, hidden_states, **kwargs)
-
-
-def _liger_causal_lm_loss(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    labels: torch.Tensor,
-    num_items_in_batch: torch.Tensor | int | None = None,
-    ignore_index: int = -100,
-    shift_labels: torch.Tensor | None = None,
-    **kwargs,
-) -> torch.Tensor:
-    """transformers' `ForCausalLMLoss` on `lm_head(hidden_states)`, fused so the logits never exist."""
-    if shift_labels is None:
-        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    reduction = "sum" if num_items_in_batch is not None else "mean"
-    loss = _liger_functional().liger_fused_linear_cross_entropy(
-        hidden_states.reshape(-1, hidden_states.shape[-1]),
-        lm_head_weight,
-        shift_labels.reshape(-1).to(hidden_states.device),
-        ignore_index=ignore_index,
-        reduction=reduction,
-    )
-    if reduction == "sum":
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(loss.device)
-        loss = loss / num_items_in_batch
-    return loss
-
-
-def _is_capturing_outputs(config: MTLMConfig, kwargs: dict) -> bool:
-    return any(
-        kwargs.get(name, getattr(config, name, False)) for name in ("output_hidden_states", "output_attentions")
-    )
-
-
 class MTLMPreTrainedModel(PreTrainedModel):
     config: MTLMConfig
     config_class = MTLMConfig
@@ -413,6 +383,59 @@ class MTLMPreTrainedModel(PreTrainedModel):
         "hidden_states": MTLMDecoderLayer,
         "attentions": MTLMAttention,
     }
+    # Runtime choices (`set_fast_path`), kept out of the config so that no saved checkpoint carries them.
+    _fast_path: str | None = None
+    use_liger = False
+
+    @property
+    def fast_path(self) -> str | None:
+        """The fast path this model runs (`None`: the plain path); change it with `set_fast_path`."""
+        return self._fast_path
+
+    def set_fast_path(self, fast_path: str | None) -> None:
+        """Choose a faster way to compute the same numbers (within float tolerance), as `set_attn_implementation`
+        chooses attention: on the model, never in `config.json`.
+
+        - `None`: the plain path, written like Llama's.
+        - `"compile"`: `torch.compile` of the decoder layers and of the language-modelling loss, on any device.
+          It survives depth growth and remote-code loading, and every layer of a model shares one graph.
+        - `"liger"`: on CUDA with `liger-kernel` installed (the `gpu` extra), liger's fused RMSNorm, SwiGLU and
+          RoPE in the layers, and in training with labels its fused linear cross-entropy (the logits are then not
+          materialised and come back as `None`); elsewhere the same as `"compile"`.
+
+        Forwards with a KV cache (generation) or that ask for hidden states / attentions run the layers
+        uncompiled; in training the fast path builds no KV cache. Dropout inside compiled layers draws other
+        masks than the plain path (same distribution).
+
+        Args:
+            fast_path (`str`, *optional*): `None`, `"compile"` or `"liger"`.
+
+        Raises:
+            ValueError: if `fast_path` is none of these; the model is left as it was.
+        """
+        _check_fast_path(fast_path)
+        use_liger = fast_path == "liger" and _liger_functional() is not None
+        for module in self.modules():
+            if isinstance(module, MTLMPreTrainedModel):
+                module._fast_path = fast_path
+            if isinstance(module, MTLMPreTrainedModel | MTLMRMSNorm | MTLMMLP | MTLMAttention):
+                module.use_liger = use_liger
+
+    @classmethod
+    def from_pretrained(cls, *args, fast_path: str | None = None, **kwargs):
+        r"""[`PreTrainedModel.from_pretrained`], plus `fast_path` (`str`, *optional*): see `set_fast_path`."""
+        _check_fast_path(fast_path)
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).set_fast_path(fast_path)  # tuple: output_loading_info
+        return loaded
+
+    @classmethod
+    def _from_config(cls, config: MTLMConfig, fast_path: str | None = None, **kwargs):
+        # What `AutoModelForCausalLM.from_config(config, fast_path=...)` calls.
+        _check_fast_path(fast_path)
+        model = super()._from_config(config, **kwargs)
+        model.set_fast_path(fast_path)
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes only the saved class's own Auto entry into `auto_map`; a checkpoint of
@@ -461,7 +484,7 @@ class MTLMModel(MTLMPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 
-        fast_path = self.config.fast_path
+        fast_path = self.fast_path
         if fast_path is not None and self.training and cache is None:
             # The fast path runs without a KV cache, and training has no use for one.
             use_cache = False
@@ -494,11 +517,7 @@ class MTLMModel(MTLMPreTrainedModel):
             position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
         hidden_states = self.embed_dropout(hidden_states)
 
-        run_layer = _call_decoder_layer
-        if fast_path is not None and cache is None and not _is_capturing_outputs(self.config, kwargs):
-            run_layer = (
-                _run_liger_decoder_layer if _uses_liger(self.config, hidden_states) else _compiled(_call_decoder_layer)
-            )
+        run_layer = _layer_runner(self, hidden_states, cache, kwargs)
         for layer_type, decoder_layer in zip(
             self.config.layer_types, self.layers[: self.config.num_hidden_layers], strict=True
         ):
@@ -567,14 +586,17 @@ class MTLMForCausalLM(MTLMPreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = loss = None
-        if labels is not None and self.training and _uses_liger(self.config, hidden_states):
+        liger = _liger_kernels(self, hidden_states) if labels is not None and self.training else None
+        if liger is not None:
             # Fused linear cross-entropy: the (batch, seq, vocab) logits are never materialised.
-            loss = _liger_causal_lm_loss(hidden_states[:, slice_indices, :], self.lm_head.weight, labels, **kwargs)
+            loss = _liger_causal_lm_loss(
+                liger, hidden_states[:, slice_indices, :], self.lm_head.weight, labels, **kwargs
+            )
         else:
             logits = self.lm_head(hidden_states[:, slice_indices, :])
         if labels is not None and loss is None:
             loss_function = self.loss_function
-            if self.config.fast_path is not None:
+            if self.fast_path is not None:
                 loss_function = _compiled(loss_function)
             loss = loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 

@@ -20,8 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 try:  # the HTTP client huggingface_hub uses: httpx2 from huggingface_hub 2, httpx before
     from httpx2 import TransportError
@@ -35,6 +36,7 @@ DEFAULT_COMMIT_MESSAGE = "Upload MTLM model (weights, config, code, tokenizer, c
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 _SIZE_UNITS = {"": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+USAGE_ERROR_STATUS = 2  # argparse's status for a bad command line; a PublishError is the user's to fix too
 
 
 class PublishError(RuntimeError):
@@ -161,14 +163,26 @@ def publish(
         `CommitInfo`: the commit created (`oid`, `commit_url`).
 
     Raises:
-        PublishError: the folder is incomplete, offline mode is on, the token is refused, or the Hub cannot be
-            reached. Nothing in `folder` is modified in any case.
+        PublishError: the repo id is malformed, the folder is incomplete, offline mode is on, there is no token
+            or it is refused, or the Hub cannot be reached. Nothing in `folder` is modified in any case.
     """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise PublishError(
+            f"{repo_id!r} is not a Hub repo id: write it as namespace/name of letters, digits, '-', '_' and '.', "
+            "such as user/MTLM1-200M."
+        ) from None
     folder = Path(folder)
     files = collect_files(folder)
     if constants.is_offline_mode():
         raise PublishError(
             "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): unset it to publish."
+        )
+    if token is None and get_token() is None:
+        raise PublishError(
+            "No Hugging Face token: pass one with write access as `token=` / --token, set HF_TOKEN, "
+            "or run `hf auth login`."
         )
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="mtlm-publish-") as staging:
@@ -184,7 +198,7 @@ def publish(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `mtlm-publish` command; returns the exit status."""
+    """The `mtlm-publish` command; returns the exit status: 0, or 2 with one line on stderr for a `PublishError`."""
     parser = argparse.ArgumentParser(
         prog="mtlm-publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -207,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             max_shard_size=args.max_shard_size,
         )
     except PublishError as error:
-        print(f"mtlm-publish: {error}", file=sys.stderr)
-        return 1
+        print(f"mtlm-publish: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+        return USAGE_ERROR_STATUS
     print(json.dumps({"commit": commit.oid, "url": commit.commit_url}))
     return 0
 

@@ -1,15 +1,20 @@
-"""`MTLMConfig.fast_path` computes the plain path's numbers: logits, loss and gradients within float tolerance.
+"""`model.set_fast_path` computes the plain path's numbers: logits, loss and gradients within float tolerance.
 
-Compiling is slow on CPU, so the compiled models are module-scoped and shared; all layers share one graph.
+The fast path is a runtime choice, never saved in config.json. Compiling is slow on CPU, so the compiled models are
+module-scoped and shared; all layers share one graph.
 """
 
+import collections
 import copy
 import functools
+import json
+import logging
 import types
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from transformers import AutoModelForCausalLM
 
 import growth_ops
 from mtlm_hf import MTLMConfig, MTLMForCausalLM, modeling_mtlm, to_llama
@@ -47,8 +52,15 @@ def _assert_same_numbers(plain, fast, precision="fp32"):
 
 def _fast_copy(model, fast_path="compile"):
     fast = copy.deepcopy(model)
-    fast.config.fast_path = fast_path
+    fast.set_fast_path(fast_path)
     return fast
+
+
+def _graphs_compiled_by(step) -> int:
+    """How many graphs dynamo captured while `step()` ran."""
+    before = counters["stats"]["unique_graphs"]
+    step()
+    return counters["stats"]["unique_graphs"] - before
 
 
 @functools.cache
@@ -89,7 +101,7 @@ def test_fast_path_survives_depth_growth(models):
             for p in model.model.layers[num_layers // 2 :].parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=generator))
     assert fast.config.num_hidden_layers == 2 * models[0].config.num_hidden_layers
-    assert fast.config.fast_path == "compile"
+    assert fast.fast_path == "compile" and fast.model.fast_path == "compile"
     graphs_before = counters["stats"]["unique_graphs"]
     _assert_same_numbers(_train_step(plain), _train_step(fast))
     # The four layers share one graph (their parameters are graph inputs), recompiled once for the
@@ -116,12 +128,43 @@ def test_fast_path_with_gradient_checkpointing_gives_plain_numbers():
     _assert_same_numbers(_train_step(plain), _train_step(fast))
 
 
-def test_fast_path_survives_save_and_load(models, tmp_path):
+def test_a_saved_model_carries_no_fast_path_and_loads_plain_unless_asked(models, tmp_path):
     plain, fast = models
     fast.save_pretrained(tmp_path)
+    assert "fast_path" not in json.loads((tmp_path / "config.json").read_text())
     loaded = MTLMForCausalLM.from_pretrained(tmp_path)
-    assert loaded.config.fast_path == "compile"
-    _assert_same_numbers(_train_step(plain), _train_step(loaded))
+    assert loaded.fast_path is None
+    assert _graphs_compiled_by(lambda: _train_step(loaded)) == 0
+    asked = MTLMForCausalLM.from_pretrained(tmp_path, fast_path="compile")
+    assert asked.fast_path == "compile" and "fast_path" not in asked.config.to_dict()
+    _assert_same_numbers(_train_step(plain), _train_step(asked))
+
+
+@pytest.mark.slow  # compiles a graph of its own: 20-50 s on 2 shared cores
+def test_the_compiled_path_is_taken_and_the_plain_path_compiles_nothing():
+    # A shape no other test uses: dynamo's cache cannot hold its graphs, so a compiled step must capture some.
+    torch.manual_seed(0)
+    config = MTLMConfig.from_preset("m1-tiny", intermediate_size=48)
+    plain = AutoModelForCausalLM.from_config(config)
+    fast = AutoModelForCausalLM.from_config(config, fast_path="compile")
+    fast.load_state_dict(plain.state_dict())
+    assert _graphs_compiled_by(lambda: _train_step(plain)) == 0
+    # Without labels: the loss, compiled on the fast path too, cannot account for the graphs.
+    assert _graphs_compiled_by(lambda: fast.train()(_batch()["input_ids"])) > 0
+    _assert_same_numbers(_train_step(plain), _train_step(fast))
+
+
+def test_an_old_config_with_a_fast_path_loads_plain_with_a_one_time_warning(tmp_path, caplog):
+    MTLMForCausalLM(MTLMConfig.from_preset("m1-tiny")).save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "fast_path": "compile"}))
+    with caplog.at_level(logging.WARNING):
+        loaded = MTLMForCausalLM.from_pretrained(tmp_path)
+        MTLMForCausalLM.from_pretrained(tmp_path)
+    assert loaded.fast_path is None and not hasattr(loaded.config, "fast_path")
+    assert caplog.text.count("the fast path is now chosen at runtime") == 1
+    loaded.save_pretrained(tmp_path / "resaved")
+    assert "fast_path" not in json.loads((tmp_path / "resaved" / "config.json").read_text())
 
 
 def test_fast_path_loads_as_remote_code_and_gives_plain_logits(tmp_path, run_without_mtlm):
@@ -132,11 +175,16 @@ def test_fast_path_loads_as_remote_code_and_gives_plain_logits(tmp_path, run_wit
     report = run_without_mtlm(
         f"""
         import json, torch
+        from torch._dynamo.utils import counters
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).train()
+        path = {str(tmp_path)!r}
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, fast_path="compile").train()
         assert type(model).__module__.startswith("transformers_modules")
-        assert model.config.fast_path == "compile"
+        assert model.fast_path == "compile" and not hasattr(model.config, "fast_path")
         batch = {{k: torch.tensor(v) for k, v in { ({k: v.tolist() for k, v in _batch().items()})!r}.items()}}
+        # A fresh process has no graph yet; without labels only the decoder layers can compile.
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        assert counters["stats"]["unique_graphs"] > 0
         out = model(**batch)  # the train graph, as in this process: inductor's cache may hold it
         out.loss.backward()
         print(json.dumps({{"logits": out.logits.tolist(), "loss": out.loss.item()}}))
@@ -153,8 +201,15 @@ def test_fast_path_generation_uses_the_cache_and_matches_plain(models):
     torch.testing.assert_close(fast.eval().generate(prompt, **kwargs), plain.eval().generate(prompt, **kwargs))
 
 
-def _reference_liger():
-    """liger's functional API written in torch, to test the `fast_path="liger"` wiring on CPU."""
+def _reference_liger(calls):
+    """liger's functional API written in torch, to test the liger seam on CPU; `calls` counts each kernel's calls."""
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
 
     def rms_norm(x, weight, eps):
         variance = x.float().pow(2).mean(-1, keepdim=True)
@@ -165,24 +220,41 @@ def _reference_liger():
         return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction)
 
     return types.SimpleNamespace(
-        liger_rms_norm=rms_norm,
-        liger_rope=modeling_mtlm.apply_rotary_pos_emb,
-        liger_swiglu=lambda a, b: torch.nn.functional.silu(a) * b,
-        liger_fused_linear_cross_entropy=fused_linear_cross_entropy,
+        liger_rms_norm=counted("rms_norm", rms_norm),
+        liger_rope=counted("rope", modeling_mtlm.apply_rotary_pos_emb),
+        liger_swiglu=counted("swiglu", lambda a, b: torch.nn.functional.silu(a) * b),
+        liger_fused_linear_cross_entropy=counted("fused_linear_cross_entropy", fused_linear_cross_entropy),
     )
 
 
+@pytest.fixture
+def reference_liger(monkeypatch):
+    """Make this CPU process run the liger seam with `_reference_liger`; returns its call counts."""
+    calls = collections.Counter()
+    liger = _reference_liger(calls)
+    monkeypatch.setattr(modeling_mtlm, "_liger_functional", lambda: liger)  # "liger-kernel is installed"
+    monkeypatch.setattr(modeling_mtlm, "_liger_kernels", lambda module, tensor: liger if module.use_liger else None)
+    return calls
+
+
+# The kernels each preset reaches: M2's plain GELU MLP and learned positions have no liger kernel.
+LIGER_KERNELS = {
+    "m1-tiny": {"rms_norm", "rope", "swiglu", "fused_linear_cross_entropy"},
+    "m2-tiny": {"rms_norm", "fused_linear_cross_entropy"},
+}
+
+
 @pytest.mark.parametrize("preset", ["m1-tiny", "m2-tiny"])
-def test_liger_fast_path_wiring_gives_plain_loss_and_gradients(preset, monkeypatch):
-    monkeypatch.setattr(modeling_mtlm, "_liger_functional", _reference_liger)
-    monkeypatch.setattr(modeling_mtlm, "_uses_liger", lambda config, hidden_states: config.fast_path == "liger")
+def test_liger_fast_path_wiring_gives_plain_loss_and_gradients(preset, reference_liger):
     torch.manual_seed(0)
     plain = MTLMForCausalLM(MTLMConfig.from_preset(preset))
     liger = _fast_copy(plain, "liger")
     expected = _train_step(plain)
+    assert sum(reference_liger.values()) == 0  # the plain model never calls the seam
     liger.train().zero_grad()
     out = liger(**_batch())
     assert out.logits is None  # fused linear cross-entropy: no logits in training
+    assert set(reference_liger) == LIGER_KERNELS[preset]
     out.loss.backward()
     grads = {name: p.grad for name, p in liger.named_parameters() if p.grad is not None}
     _assert_same_numbers(expected, (expected[0], out.loss.detach(), grads))
@@ -191,16 +263,34 @@ def test_liger_fast_path_wiring_gives_plain_loss_and_gradients(preset, monkeypat
         torch.testing.assert_close(liger.eval()(**_batch()).logits, plain.eval()(**_batch()).logits)
 
 
+def test_liger_kernels_reach_the_layers_that_depth_growth_adds(reference_liger):
+    torch.manual_seed(0)
+    liger = MTLMForCausalLM(MTLMConfig.from_preset("m1-tiny"))
+    liger.set_fast_path("liger")
+    growth_ops.grow_depth(liger, factor=2)
+    liger.eval()(_batch()["input_ids"])
+    # Two norms a layer and the final one; one RoPE and one SwiGLU a layer.
+    assert reference_liger["rms_norm"] == 2 * 4 + 1
+    assert reference_liger["rope"] == reference_liger["swiglu"] == 4
+
+
 @pytest.mark.parametrize("value", ["fast", "", "Compile"])
 def test_invalid_fast_path_raises_naming_the_field(value):
+    model = MTLMForCausalLM(MTLMConfig.from_preset("m1-tiny"))
     with pytest.raises(ValueError, match="fast_path"):
-        MTLMConfig.from_preset("m1-tiny", fast_path=value)
+        model.set_fast_path(value)
+    assert model.fast_path is None
+    with pytest.raises(ValueError, match="fast_path"):
+        AutoModelForCausalLM.from_config(model.config, fast_path=value)
 
 
-def test_fast_path_is_a_config_field_off_by_default_and_kept_out_of_llama():
-    assert MTLMConfig.from_preset("m1-base").fast_path is None
-    config = MTLMConfig.from_preset("m1-tiny", fast_path="liger")
-    assert config.to_dict()["fast_path"] == "liger"
-    assert MTLMConfig.from_dict(config.to_dict()).fast_path == "liger"
-    llama = to_llama(MTLMForCausalLM(config))
-    assert not hasattr(llama.config, "fast_path") or llama.config.fast_path is None
+def test_fast_path_is_a_runtime_choice_off_by_default_and_kept_out_of_the_config_and_llama():
+    model = MTLMForCausalLM(MTLMConfig.from_preset("m1-tiny"))
+    assert model.fast_path is None
+    model.set_fast_path("liger")
+    assert model.fast_path == model.model.fast_path == "liger"
+    assert "fast_path" not in model.config.to_dict()
+    with pytest.raises(ValueError, match="chosen at runtime"):
+        MTLMConfig.from_preset("m1-tiny", fast_path="liger")
+    llama = to_llama(model)
+    assert not hasattr(llama.config, "fast_path")

@@ -1,9 +1,8 @@
-"""The Flax MTLM (examples/m2_jax) against PyTorch MTLM, the weight bridge both ways, the export folder, the import
+"""The Flax MTLM (mtlm_recipes.m2_jax) against PyTorch MTLM, the weight bridge both ways, the export folder, the import
 of the original TinyGPT tree (checked against a linen re-implementation of it), and the trainer's data and loss."""
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,12 @@ from mtlm_hf.flax_bridge import (  # noqa: E402
     mtlm_to_flax_params,
     save_flax_as_mtlm,
 )
+from mtlm_recipes.m2_jax.config import OptimizerConfig  # noqa: E402
+from mtlm_recipes.m2_jax.corpus import batch_indices, pack_blocks, split_units  # noqa: E402
+from mtlm_recipes.m2_jax.modeling_flax import FlaxMTLMForCausalLM  # noqa: E402
+from mtlm_recipes.m2_jax.steps import make_optimizer, make_schedule, next_token_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples" / "m2_jax"))  # a folder of scripts, not a package
-from corpus import batch_indices, pack_blocks, split_units  # noqa: E402
-from modeling_flax import FlaxMTLMForCausalLM  # noqa: E402
-from steps import OptimizerConfig, make_optimizer, make_schedule, next_token_loss  # noqa: E402
 
 STYLES = {
     "m2": ("m2-tiny", {}),
@@ -118,12 +117,11 @@ def test_bfloat16_compute_keeps_float32_parameters():
 
 def test_the_bridge_does_not_import_jax(run_without_mtlm):
     result = run_without_mtlm(
-        f"""
+        """
         import json, sys
-        sys.meta_path.pop(0)  # let mtlm_hf be imported here
-        sys.path.insert(0, {str(ROOT)!r})
+        sys.meta_path.pop(0)  # let mtlm_hf be imported here (the editable install finds it from any folder)
         import mtlm_hf, mtlm_hf.flax_bridge
-        print(json.dumps({{"jax": "jax" in sys.modules, "flax": "flax" in sys.modules}}))
+        print(json.dumps({"jax": "jax" in sys.modules, "flax": "flax" in sys.modules}))
         """
     )
     assert result == {"jax": False, "flax": False}

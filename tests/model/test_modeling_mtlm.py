@@ -46,6 +46,31 @@ def test_unknown_preset_lists_the_valid_ones():
         MTLMConfig.from_preset("m3")
 
 
+def test_misspelt_preset_names_the_nearest_one():
+    with pytest.raises(ValueError, match=r"Unknown MTLM preset 'm1-bsae'; did you mean 'm1-base'\?"):
+        MTLMConfig.from_preset("m1-bsae")
+
+
+@pytest.mark.parametrize(
+    "override, nearest",
+    [
+        ("hiden_size", "hidden_size"),
+        ("num_hidden_layer", "num_hidden_layers"),
+        ("attn_implementaton", "attn_implementation"),
+        ("n_layer", "num_hidden_layers"),  # nanoGPT's name
+        ("rope_theta", "rope_parameters"),  # the preset's rope_parameters would silently win
+    ],
+)
+def test_misspelt_override_raises_naming_the_key_and_the_nearest_field(override, nearest):
+    with pytest.raises(ValueError, match=rf"Unknown MTLMConfig field '{override}'.*did you mean '{nearest}'\?"):
+        MTLMConfig.from_preset("m1-tiny", **{override: 64})
+
+
+def test_override_far_from_every_field_raises_naming_it():
+    with pytest.raises(ValueError, match="'zzz'.*no valid name is close"):
+        MTLMConfig.from_preset("m1-tiny", zzz=1)
+
+
 def test_from_preset_takes_llama_field_names_as_overrides():
     cfg = MTLMConfig.from_preset(
         "m1-base",
@@ -117,11 +142,14 @@ def test_eager_and_sdpa_logits_agree(preset, with_padding):
     assert torch.allclose(logits["eager"][keep], logits["sdpa"][keep], atol=1e-5, rtol=0)
 
 
+@torch.no_grad()  # FlexAttention has no backward on CPU
 def test_flex_attention_logits_agree_with_eager():
     model = build("m1-tiny")
     ids = tokens(batch=2, seq=16)
     eager = model(ids).logits
     model.set_attn_implementation("flex_attention")
+    # transformers switches only models that pick attention through `ALL_ATTENTION_FUNCTIONS.get_interface`.
+    assert model.config._attn_implementation == "flex_attention"
     flex = model(ids).logits
     assert torch.allclose(eager, flex, atol=1e-5, rtol=0)
 
@@ -135,6 +163,7 @@ def test_sliding_window_layers_restrict_attention():
     assert torch.allclose(full(ids).logits[:, :3], sliding(ids).logits[:, :3], atol=1e-6)
     assert not torch.allclose(full(ids).logits[:, 5:], sliding(ids).logits[:, 5:], atol=1e-3)
     sliding.set_attn_implementation("eager")
+    assert sliding.config._attn_implementation == "eager"
     eager = sliding(ids).logits
     sliding.set_attn_implementation("sdpa")
     assert torch.allclose(eager, sliding(ids).logits, atol=1e-5, rtol=0)

@@ -124,22 +124,47 @@ def test_publish_sends_one_commit_that_loads_without_mtlm_to_the_same_logits(
     torch.testing.assert_close(torch.tensor(loaded["logits"]), logits, rtol=0, atol=0)
 
 
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m mtlm_hf.publishing ARGS` in a fresh process that may talk to the loopback server."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", **(env or {})}
+    command = [sys.executable, "-m", "mtlm_hf.publishing", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_cli_publishes_and_reports_the_commit(hub, model_folder):
     folder, _ = model_folder
-    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
-    run = subprocess.run(
-        [sys.executable, "-m", "mtlm_hf.publishing", str(folder), "tester/cli-mtlm"]
-        + ["--endpoint", hub.url, "--token", TOKEN],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    run = _run_cli(str(folder), "tester/cli-mtlm", "--endpoint", hub.url, "--token", TOKEN)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     repo = hub.repos["tester/cli-mtlm"]
     assert report["commit"] == repo.head.oid and repo.commit_requests == 1
     assert set(repo.head.files) == MODEL_FILES | {"model.safetensors"}  # 4 MB: under the 5GB default, one file
+
+
+@pytest.mark.slow  # a fresh interpreter per case: 5-10 s each on 2 shared cores
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("missing folder", "is not a folder"),
+        ("no token", "No Hugging Face token"),
+        ("bad repo id", "is not a Hub repo id"),
+    ],
+)
+def test_cli_reports_a_users_mistake_in_one_line_with_exit_status_2(hub, model_folder, tmp_path, mistake, message):
+    folder, repo_id, token = model_folder[0], "tester/cli-mtlm", ["--token", TOKEN]
+    if mistake == "missing folder":
+        folder = tmp_path / "no-such-folder"
+    elif mistake == "no token":
+        token = []
+    else:
+        repo_id = "tester//cli mtlm"
+    # No HF_TOKEN and an empty HF_HOME: no stored login either.
+    env = {"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": "", "HF_HOME": str(tmp_path / "hf_home")}
+    run = _run_cli(str(folder), repo_id, "--endpoint", hub.url, *token, env=env)
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtlm-publish: error: ") and message in lines[0], run.stderr
+    assert hub.requests == []
 
 
 PUSH_TO_HUB = """
