@@ -17,7 +17,7 @@ validation; `--data-dir` takes another folder of the same layout):
 
 - the big model from scratch;
 - the small model alone for the whole budget (the control, ../shared/GROWTH_STUDY.md);
-- the small model grown x2 in depth by `growth_ops.grow_depth` part-way, one run per `--growth`
+- the small model grown x2 in depth by `growth_ops.grow` part-way, one run per `--growth`
   entry `METHOD@FRACTION` (stack, interleave, identity = function-preserving insert), then trained on
   with a fresh optimizer;
 
@@ -27,136 +27,43 @@ token, the small model's FLOPs included. For each run it reports the FLOPs neede
 from-scratch model's final validation loss (per seed, against that seed's scratch run), the loss jump
 at growth and the regime (tokens per parameter), and checks whether the big model from scratch beats
 the control on every seed: where it does not, the comparison does not measure growth, and the verdict
-says so. The shared training code is `examples/compute_matched.py` (also the quickstart's).
+says so. The shared training code is `mtlm_recipes/compute_matched.py` (also the quickstart's), the
+analysis `mtlm_recipes/growth_speedup.py`.
 """
 
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import transformers
+from machine import host  # beside this script
 
-# The benchmark measures with the examples' own training code, so the quickstart and this benchmark
-# count FLOPs and train the same way: import it from the examples folder (not an installed package),
-# and `machine` from beside this script (also when it is loaded by path, as the tests do).
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "examples")]
-from compute_matched import (  # noqa: E402
+from mtlm_recipes.compute_matched import (
     DATA_DIR,
-    FLOP_FORMULA,
-    ComputeMatchedConfig,
-    Growth,
     build_model,
-    count_non_embedding_parameters,
     flop_budget,
-    flops_per_token,
     flops_to_reach,
     load_corpus,
-    plot_loss_vs_flops,
     train_compute_matched,
 )
-from machine import host  # noqa: E402
+from mtlm_recipes.errors import report_user_errors
+from mtlm_recipes.flops import FLOP_FORMULA, count_non_embedding_parameters, flops_per_token
+from mtlm_recipes.growth_speedup import (
+    DEFAULT_GROWTH,
+    GrowthSpeedupConfig,
+    parse_growth,
+    plot_report,
+    regime_title,
+    summarize,
+    verdict,
+)
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("stack", "interleave", "identity")
-DEFAULT_GROWTH = ("stack@0.2", "stack@0.4", "stack@0.6", "interleave@0.4", "identity@0.4")
-
-
-@dataclass
-class GrowthSpeedupConfig(ComputeMatchedConfig):
-    # The miniature: small enough that the budget buys about 20 tokens per parameter of the big model in
-    # minutes on a CPU, where the big model from scratch beats the small one (at 0.2-0.3 tokens per
-    # parameter the small one wins; ../shared/GROWTH_STUDY.md).
-    vocab_size: int = 1024  # byte-level BPE trained on the training split
-    hidden_size: int = 48
-    intermediate_size: int = 128
-    num_attention_heads: int = 4
-    small_layers: int = 2  # grown x2 to 4
-    seq_len: int = 64  # tokens per block
-    batch_size: int = 32  # blocks per step
-    scratch_steps: int = 1560  # steps of the big model from scratch; fixes the FLOP budget
-    lr: float = 3e-3
-    warmup_steps: int = 50
-    eval_points: int = 24  # validation evaluations per run
-    eval_blocks: int = 256  # validation blocks per evaluation
-
-
-def parse_growth(entry: str) -> Growth:
-    """`"stack@0.4"` -> `Growth("stack", 0.4)`, with an error that shows the expected form."""
-    method, _, fraction = entry.partition("@")
-    try:
-        at = float(fraction)
-    except ValueError:
-        at = -1.0
-    if method not in METHODS or not 0 < at < 1:
-        raise argparse.ArgumentTypeError(
-            f"--growth {entry!r}: expected METHOD@FRACTION with METHOD one of {', '.join(METHODS)} and "
-            "0 < FRACTION < 1 (the share of the budget spent before growth), e.g. stack@0.4"
-        )
-    return Growth(method=method, at=at)
-
-
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
-
-
-def summarize(name: str, kind: str, growth: Growth | None, seed_runs: list[dict]) -> dict:
-    """One run over all seeds: per-seed records and their mean, min and max."""
-    reached = [r["flops_to_reach_scratch_final_loss"] for r in seed_runs]
-    all_reached = all(flops is not None for flops in reached)
-    summary = {
-        "final_val_loss": spread([r["points"][-1]["val_loss"] for r in seed_runs]),
-        "seeds_reaching_scratch_final_loss": sum(flops is not None for flops in reached),
-        # Only when every seed reaches it; a mean over the seeds that happened to reach it would flatter.
-        "flops_to_reach_scratch_final_loss": spread(reached) if all_reached else None,
-        "fraction_of_scratch_flops": (
-            spread([r["fraction_of_scratch_flops"] for r in seed_runs]) if all_reached else None
-        ),
-        "loss_jump_at_growth": (spread([r["loss_jump_at_growth"] for r in seed_runs]) if growth is not None else None),
-    }
-    return {
-        "name": name,
-        "kind": kind,
-        "growth": asdict(growth) if growth is not None else None,
-        "summary": summary,
-        "seeds": seed_runs,
-    }
-
-
-def band(run: dict) -> dict:
-    """The run as one plotted line: mean over seeds, with the min-max band (seeds share their eval points)."""
-    seed_points = [r["points"] for r in run["seeds"]]
-    at_each_point = [[p["val_loss"] for p in points] for points in zip(*seed_points, strict=True)]
-    return {
-        "name": f"{run['name']} ({len(seed_points)} seeds)",
-        "points": [
-            {"flops": p["flops"], "val_loss": statistics.fmean(losses)}
-            for p, losses in zip(seed_points[0], at_each_point, strict=True)
-        ],
-        "val_loss_min": [min(losses) for losses in at_each_point],
-        "val_loss_max": [max(losses) for losses in at_each_point],
-        "grown_at_flops": run["seeds"][0]["grown_at_flops"],
-    }
-
-
-def regime_title(regime: dict) -> str:
-    return f"{regime['tokens_per_parameter']:.3g} tokens per parameter (big model); " + (
-        "the big model from scratch beats the small control"
-        if regime["big_from_scratch_beats_small_control"]
-        else "it does not beat the small control: growth not measured"
-    )
-
-
-def plot_report(report: dict, path: Path) -> None:
-    """The plot of a report: every run's mean over seeds with its band, and a zoom on the second half."""
-    regime = report["regime"]
-    target = regime["scratch_final_val_loss"]["mean"]
-    plot_loss_vs_flops([band(r) for r in report["runs"]], regime_title(regime), path, target=target, zoom_from=0.5)
 
 
 def describe_machine(device: str) -> dict:
@@ -170,33 +77,7 @@ def describe_machine(device: str) -> dict:
     }
 
 
-def verdict(big_beats_small: bool, tokens_per_parameter: float, grown: list[dict]) -> str:
-    """The conclusion in words; growth counts as measured only where the big model beats the control."""
-    regime = f"At {tokens_per_parameter:.2f} tokens per parameter (big model)"
-    if not big_beats_small:
-        return (
-            f"{regime} the big model from scratch does not beat the small model alone on every seed, so this "
-            "comparison does NOT measure growth: a grown run that reaches scratch's loss early only shows that the "
-            "small model is efficient at this budget. Growth was not measured; raise --scratch-steps (more tokens "
-            "per parameter) until the big model wins."
-        )
-    fractions = {r["name"]: r["summary"]["fraction_of_scratch_flops"] for r in grown}
-    helped = {name: f for name, f in fractions.items() if f is not None and f["max"] < 1}
-    if not helped:
-        return (
-            f"{regime} the big model from scratch beats the small control on every seed, so growth is what is "
-            "measured here, and it did NOT save compute: no grown run reached scratch's final validation loss "
-            "with fewer FLOPs than scratch on every seed."
-        )
-    best = min(helped, key=lambda name: helped[name]["mean"])
-    return (
-        f"{regime} the big model from scratch beats the small control on every seed, so growth is what is "
-        f"measured here. Fewer FLOPs than scratch to reach its final loss on every seed: {', '.join(helped)}. "
-        f"Best: {best}, {helped[best]['mean']:.0%} of scratch's FLOPs on average (speed-up "
-        f"{1 / helped[best]['mean'] - 1:.0%} as G_stack defines it: scratch FLOPs / grown FLOPs - 1)."
-    )
-
-
+@report_user_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     per_run = {"seed", "grow_at"}  # set per run from --seeds and --growth
@@ -231,7 +112,10 @@ def main() -> None:
     plan = [
         ("scratch", f"{big_layers} layers from scratch", big_layers, None),
         ("control", f"{small_layers} layers alone (control)", small_layers, None),
-    ] + [("grown", f"{small_layers} -> {big_layers}, {g.method} at {g.at:.0%}", small_layers, g) for g in args.growth]
+    ] + [
+        ("grown", f"{small_layers} -> {big_layers}, {g.spec.depth_method} at {g.at:.0%}", small_layers, g)
+        for g in args.growth
+    ]
     seed_runs = {name: [] for _, name, _, _ in plan}
     for seed in args.seeds:
         for _, name, layers, growth in plan:
@@ -290,7 +174,7 @@ def main() -> None:
         "config": {
             **{k: v for k, v in asdict(cfg).items() if k not in per_run},
             "seeds": args.seeds,
-            "growth": [asdict(g) for g in args.growth],
+            "growth": [g.to_dict() for g in args.growth],
             "device": args.device,
             "bf16": args.bf16,
             "data_dir": os.path.relpath(args.data_dir.resolve(), HERE.parent),

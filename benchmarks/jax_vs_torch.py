@@ -1,4 +1,4 @@
-"""Training-step throughput of the same M2-shaped model in JAX/Flax (examples/m2_jax) and in PyTorch (MTLM).
+"""Training-step throughput of the same M2-shaped model in JAX/Flax (mtlm_recipes/m2_jax) and in PyTorch (MTLM).
 
     python benchmarks/jax_vs_torch.py            # writes benchmarks/jax_vs_torch.json beside this file
 
@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 from machine import host
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class BenchConfig:
@@ -54,11 +52,10 @@ def run_jax(cfg: BenchConfig) -> dict:
     import jax  # each side imports only its own framework
     from flax import nnx
 
-    sys.path.insert(0, str(ROOT / "examples" / "m2_jax"))  # a folder of scripts, not a package
-    from mesh import batch_sharding, make_mesh, state_shardings
-    from steps import OptimizerConfig, create_model_and_optimizer, make_train_step
-
     import mtlm_hf
+    from mtlm_recipes.m2_jax.config import OptimizerConfig
+    from mtlm_recipes.m2_jax.mesh import batch_sharding, make_mesh, state_shardings
+    from mtlm_recipes.m2_jax.steps import create_model_and_optimizer, make_train_step
 
     config = mtlm_hf.MTLMConfig.from_preset(cfg.preset)
     steps = cfg.warmup_steps + cfg.timed_steps

@@ -14,7 +14,7 @@ FLOPs are counted as 6 * (non-embedding parameters + hidden * vocab) per token (
 ../GROWTH_STUDY.md), the small model's FLOPs included in the grown run. Which run wins depends on
 the regime (tokens per parameter): the script reports it and says plainly when the small model
 alone beats the big one, in which case the comparison does not measure growth. The tokenizer,
-packing, FLOP counting and the compute-budgeted training run live in `examples/compute_matched.py`,
+packing, FLOP counting and the compute-budgeted training run live in `mtlm_recipes/compute_matched.py`,
 shared with the growth benchmark (`benchmarks/growth_speedup.py`: more growth methods, several seeds).
 """
 
@@ -23,8 +23,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from compute_matched import (
-    FLOP_FORMULA,
+from growth_ops import GrowthSpec
+from mtlm_recipes.compute_matched import (
     ComputeMatchedConfig,
     Growth,
     flop_budget,
@@ -33,8 +33,11 @@ from compute_matched import (
     plot_loss_vs_flops,
     train_compute_matched,
 )
+from mtlm_recipes.errors import report_user_errors
+from mtlm_recipes.flops import FLOP_FORMULA
 
 
+@report_user_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field, value in asdict(ComputeMatchedConfig()).items():
@@ -56,7 +59,7 @@ def main() -> None:
     scratch, _ = train_compute_matched(f"{big_layers} layers from scratch", cfg, corpus, big_layers, budget)
     control, _ = train_compute_matched(f"{small_layers} layers alone (control)", cfg, corpus, small_layers, budget)
     grown_name = f"{small_layers} -> {big_layers} layers, grown at {cfg.grow_at:.0%}"
-    growth = Growth(method="stack", at=cfg.grow_at)
+    growth = Growth(GrowthSpec(depth=2, depth_method="stack"), at=cfg.grow_at)
     grown, grown_model = train_compute_matched(grown_name, cfg, corpus, small_layers, budget, growth=growth)
 
     target = scratch["points"][-1]["val_loss"]

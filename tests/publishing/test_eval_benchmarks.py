@@ -106,8 +106,7 @@ def test_the_results_fill_a_model_card(results, tmp_path):
     """The card builder reads this JSON as written: each task's acc lands in the card's model-index."""
     from huggingface_hub import ModelCard
 
-    sys.path.insert(0, str(ROOT / "hub_cards"))
-    from build_card import build_card
+    from mtlm_recipes.cards import build_card
 
     report, out, model_dir, _ = results
     training = tmp_path / "training.json"

@@ -1,4 +1,4 @@
-"""Local evaluation data converted for lm-eval's built-in tasks (examples/eval/local_tasks.py).
+"""Local evaluation data converted for lm-eval's built-in tasks (mtlm_recipes/eval/local_tasks.py).
 
 The converted rows are fed to lm-eval's own task objects, and the prompts, choices and targets lm-eval builds
 from them are compared with the strings the local copies hold.
@@ -6,19 +6,16 @@ from them are compared with the strings the local copies hold.
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the `eval` extra: pip install -e '.[eval]'")
+from mtlm_recipes.eval import local_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "eval"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-
-sys.path.insert(0, str(ROOT / "examples" / "eval"))  # a folder of scripts, not a package
-local_tasks = importlib.import_module("local_tasks")
 
 
 def _jsonl(relative: str, data_dir: Path = DATA) -> list[dict]:

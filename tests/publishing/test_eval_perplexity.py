@@ -1,6 +1,6 @@
-"""WikiText-2 sliding-window perplexity (examples/eval/perplexity.py) against direct computations."""
+"""WikiText-2 sliding-window perplexity (mtlm_recipes.eval.perplexity, examples/eval/perplexity.py) against direct
+computations."""
 
-import importlib
 import json
 import math
 import os
@@ -13,12 +13,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import mtlm_hf
+from mtlm_recipes.eval import perplexity
 
 ROOT = Path(__file__).resolve().parents[2]
 WIKITEXT_EXCERPT = ROOT / "tests/data/eval/wikitext2/wikitext-2-raw-v1.test.hf-joined.excerpt.txt"
-
-sys.path.insert(0, str(ROOT / "examples" / "eval"))  # a folder of scripts, not a package
-perplexity = importlib.import_module("perplexity")
 
 CONTEXT, SEQ_LEN = 64, 300
 # Two sliding-attention layers of window 8: a token's prediction depends on at most 2 * 8 earlier tokens, so

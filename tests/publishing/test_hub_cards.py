@@ -1,9 +1,7 @@
-"""Model cards (hub_cards/build_card.py): every number in the card's metadata comes from the result files."""
+"""Model cards (mtlm_recipes.cards, hub_cards/build_card.py): every number in the card's metadata comes from the
+result files."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +9,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
 import mtlm_hf
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "hub_cards"))  # a folder of tools, not a package
-build_card = importlib.import_module("build_card")
+from mtlm_recipes import cards as build_card
 
 HUB_DATASETS = {
     "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),

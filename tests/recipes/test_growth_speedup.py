@@ -1,9 +1,9 @@
-"""The growth benchmark (benchmarks/growth_speedup.py), run for real at a tiny setting: its JSON is
-complete and consistent with its own curves. Its conclusions are not tested (a tiny run proves nothing)."""
+"""The growth benchmark (benchmarks/growth_speedup.py, analysis in mtlm_recipes.growth_speedup), run for real at a
+tiny setting: its JSON is complete and consistent with its own curves. Its conclusions are not tested (a tiny run
+proves nothing)."""
 
 import argparse
 import gzip
-import importlib.util
 import json
 import os
 import statistics
@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from mtlm_recipes import compute_matched, growth_speedup
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "data" / "shakespeare"
 SEEDS = [0, 1]
 GROWTH = ["stack@0.25", "stack@0.5", "interleave@0.5", "identity@0.5"]
 SCRATCH_STEPS = 8
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("growth_speedup", ROOT / "benchmarks" / "growth_speedup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_small_corpus(folder: Path) -> Path:
@@ -137,15 +132,14 @@ def test_loss_jump_is_reported_for_grown_runs_and_is_nil_for_identity_growth(rep
 
 
 def test_bad_growth_spec_and_missing_corpus_get_clear_errors(tmp_path):
-    benchmark = load_benchmark()
-    assert benchmark.parse_growth("interleave@0.3").method == "interleave"
+    assert growth_speedup.parse_growth("interleave@0.3").spec.depth_method == "interleave"
     for bad in ("stack", "grow@0.4", "stack@1.5"):
         with pytest.raises(argparse.ArgumentTypeError, match="METHOD@FRACTION"):
-            benchmark.parse_growth(bad)
+            growth_speedup.parse_growth(bad)
     with pytest.raises(FileNotFoundError, match="train.jsonl.gz and validation.jsonl.gz"):
-        benchmark.load_corpus(benchmark.GrowthSpeedupConfig(), tmp_path)
+        compute_matched.load_corpus(growth_speedup.GrowthSpeedupConfig(), tmp_path)
 
 
 def test_the_plot_is_redrawn_from_the_json_alone(report, tmp_path):
-    load_benchmark().plot_report(report, tmp_path / "replot.png")
+    growth_speedup.plot_report(report, tmp_path / "replot.png")
     assert (tmp_path / "replot.png").stat().st_size > 10_000

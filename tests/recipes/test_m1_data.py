@@ -1,8 +1,6 @@
-"""The M1 trainer's data path: local sources, blending, EOS packing, and a resumable sampler."""
+"""The M1 trainer's data path (mtlm_recipes.m1.data): local sources, blending, EOS packing, a resumable sampler."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,12 +8,8 @@ import pytest
 import torch
 
 import mtlm_hf
-
-# examples/m1 is a folder of scripts, not a package: load its data module by path.
-_spec = importlib.util.spec_from_file_location("m1_data", Path(__file__).resolve().parents[2] / "examples/m1/data.py")
-m1_data = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(m1_data)
-BlockSampler, TextSource, load_blend, pack = m1_data.BlockSampler, m1_data.TextSource, m1_data.load_blend, m1_data.pack
+from mtlm_recipes.m1.config import TextSource
+from mtlm_recipes.m1.data import BlockSampler, load_blend, pack
 
 
 @pytest.fixture(scope="module")

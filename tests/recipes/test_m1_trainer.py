@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import socket
@@ -12,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from mtlm_recipes.cards import load_training_metadata
+from mtlm_recipes.m1.checkpoints import STATE_FILE, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "m1" / "train.py"
@@ -45,7 +47,7 @@ def write_config(path: Path, corpus: dict, **changes) -> Path:
             },
         },
         "data": {"train": [{"path": corpus["train"]}], "validation": [{"path": corpus["val"]}], "seq_len": 64},
-        "growth": {"at_step": 6, "method": "stack", "factor": 2},
+        "growth": {"at_step": 6, "spec": {"depth": 2, "depth_method": "stack"}},
         "training": {
             "total_steps": 12,
             "batch_size": 4,
@@ -68,10 +70,25 @@ def write_config(path: Path, corpus: dict, **changes) -> Path:
     return path
 
 
-def train(config: Path, output_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+# Runs a script with tensorboard absent: `None` in sys.modules is how Python marks a module as missing, so
+# `import tensorboard` fails and `importlib.util.find_spec` (what accelerate asks) finds nothing, as when the
+# package is not installed at all.
+_WITHOUT_TENSORBOARD = """
+import runpy, sys
+for name in ("tensorboard", "tensorboardX", "torch.utils.tensorboard"):
+    sys.modules[name] = None
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def train(
+    config: Path, output_dir: Path, *extra: str, check: bool = True, without_tensorboard: bool = False
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    wrapper = ["-c", _WITHOUT_TENSORBOARD] if without_tensorboard else []
     result = subprocess.run(
-        [sys.executable, str(TRAIN), "--config", str(config), "--output-dir", str(output_dir), *extra],
+        [sys.executable, *wrapper, str(TRAIN), "--config", str(config), "--output-dir", str(output_dir), *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -105,9 +122,6 @@ def test_interrupted_runs_resume_exactly_across_growth(tmp_path, small_corpus):
     assert {"tokenizer.json", "model.safetensors", "modeling_mtlm.py"} <= {p.name for p in (whole / "final").iterdir()}
     assert list((whole / "logs").rglob("events.out.tfevents.*")), "TensorBoard wrote no event file"
     # The card's training metadata counts the steps trained twice after a resume once.
-    sys.path.insert(0, str(ROOT / "hub_cards"))
-    from build_card import load_training_metadata
-
     metadata = load_training_metadata(pieces / "training.json")
     assert metadata["steps"] == 12 and metadata["tokens_trained"] == 12 * 4 * 2 * 64
     assert metadata["growth"] == {"at_step": 6, "from_layers": 2, "to_layers": 4, "method": "stack"}
@@ -152,10 +166,6 @@ def test_bad_input_fails_clearly_before_writing_anything(tmp_path, small_corpus,
 
 
 def test_incomplete_checkpoint_is_never_resumed_from(tmp_path):
-    spec = importlib.util.spec_from_file_location("m1_checkpoints", TRAIN.parent / "checkpoints.py")
-    checkpoints = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(checkpoints)
-    STATE_FILE, complete_checkpoints = checkpoints.STATE_FILE, checkpoints.complete_checkpoints
     root = tmp_path / "checkpoints"
     (root / "step_00000004").mkdir(parents=True)
     (root / "step_00000004" / STATE_FILE).write_text("{}")
@@ -202,3 +212,15 @@ def test_two_process_run_grows_and_exports(tmp_path, small_corpus):
     assert "grew to 4 layers" in result.stdout
     assert sorted(losses(out)) == list(range(1, 9))
     assert json.loads((out / "final" / "config.json").read_text())["num_hidden_layers"] == 4
+
+
+@pytest.mark.slow
+def test_runs_without_tensorboard_creating_its_output_folder_itself(tmp_path, small_corpus):
+    config = write_config(tmp_path / "run.yaml", small_corpus, **{"training.total_steps": 4, "growth.at_step": 2})
+    out = tmp_path / "new" / "run"  # no parent exists either
+    result = train(config, out, without_tensorboard=True)
+    assert "warning: tensorboard is not installed" in result.stderr
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+    assert not list(out.rglob("events.out.tfevents.*"))
+    assert json.loads((out / "final" / "config.json").read_text())["num_hidden_layers"] == 4
+    assert load_training_metadata(out / "training.json")["steps"] == 4

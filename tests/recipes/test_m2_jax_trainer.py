@@ -1,7 +1,6 @@
-"""The M2 JAX trainer (examples/m2_jax/train.py) run for real: 8 simulated devices against 1, exact resume from
-orbax checkpoints, a model grown in PyTorch continued in JAX, and bad input."""
+"""The M2 JAX trainer (examples/m2_jax/train.py, mtlm_recipes.m2_jax) run for real: 8 simulated devices against 1,
+exact resume from orbax checkpoints, a model grown in PyTorch continued in JAX, and bad input."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,14 +18,14 @@ from safetensors.torch import load_file  # noqa: E402
 
 import mtlm_hf  # noqa: E402
 from growth_ops import grow_depth  # noqa: E402
+from mtlm_recipes.m2_jax.config import TrainingConfig, load_config, model_config_of, validate  # noqa: E402
+from mtlm_recipes.m2_jax.corpus import batch_indices, load_blocks  # noqa: E402
+from mtlm_recipes.m2_jax.mesh import make_mesh  # noqa: E402
+from mtlm_recipes.m2_jax.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "m2_jax"
 CORPUS = ROOT / "examples" / "data" / "shakespeare" / "validation.jsonl.gz"  # two plays: quick to tokenize
-sys.path.insert(0, str(EXAMPLE))  # a folder of scripts, not a package
-_spec = importlib.util.spec_from_file_location("m2_jax_train", EXAMPLE / "train.py")
-m2_train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(m2_train)
 
 TINY = {
     "hidden_size": 32,
@@ -85,10 +84,10 @@ def logged_losses(output_dir: Path) -> dict[int, float]:
 def test_eight_devices_give_the_one_device_losses_with_and_without_parameter_sharding(tmp_path):
     config = write_config(tmp_path / "config.yaml", tmp_path / "unused", total_steps=4, checkpoint_every=100)
     code = f"""
-        import json, sys
+        import json
         import jax
-        sys.path.insert(0, {str(EXAMPLE)!r})
-        from train import load_config, train
+        from mtlm_recipes.m2_jax.config import load_config
+        from mtlm_recipes.m2_jax.trainer import train
 
         def run(name, num_devices, shard_params, stop_after=None):
             cfg = load_config({str(config)!r})
@@ -155,12 +154,12 @@ def test_interrupted_run_resumes_from_orbax_with_exactly_the_same_losses(tmp_pat
     assert model.config.position_embedding_type == "learned" and model.config.num_hidden_layers == 2
 
     # Resuming into a model of another shape is refused before anything is overwritten.
-    other = m2_train.load_config(write_config(tmp_path / "other.yaml", interrupted, total_steps=8))
+    other = load_config(write_config(tmp_path / "other.yaml", interrupted, total_steps=8))
     other.model.overrides["hidden_size"] = 48
     with pytest.raises(
         ValueError, match=r"belongs to another model \(hidden_size: saved 32, now 48, head_dim: saved 8, now 12\)"
     ):
-        m2_train.train(other)
+        train(other)
     assert logged_losses(interrupted) == expected
 
 
@@ -171,15 +170,15 @@ def test_model_grown_in_pytorch_continues_training_in_jax(tmp_path):
     grown = grow_depth(mtlm_hf.MTLMForCausalLM(config), factor=2)
     grown.save_pretrained(tmp_path / "grown")
 
-    cfg = m2_train.load_config(write_config(tmp_path / "config.yaml", tmp_path / "run", total_steps=2, warmup_steps=1))
+    cfg = load_config(write_config(tmp_path / "config.yaml", tmp_path / "run", total_steps=2, warmup_steps=1))
     cfg.model.init_from = str(tmp_path / "grown")
     cfg.model.overrides = {}
-    losses, _ = m2_train.train(cfg)
+    losses, _ = train(cfg)
 
     # The first step's loss is the grown PyTorch model's loss on the same batch (EOS targets left out).
     tokenizer = mtlm_hf.mistral_tokenizer()
-    blocks = m2_train.load_blocks(cfg.data.train, tokenizer, cfg.data.seq_len, cfg.data.eos_per)
-    batch = torch.tensor(blocks[m2_train.batch_indices(len(blocks), 8, 0, 0)], dtype=torch.long)
+    blocks = load_blocks(cfg.data.train, tokenizer, cfg.data.seq_len, cfg.data.eos_per)
+    batch = torch.tensor(blocks[batch_indices(len(blocks), 8, 0, 0)], dtype=torch.long)
     labels = batch.masked_fill(batch == tokenizer.eos_token_id, -100)
     with torch.no_grad():
         expected = grown.eval()(batch, labels=labels).loss.item()
@@ -190,17 +189,17 @@ def test_model_grown_in_pytorch_continues_training_in_jax(tmp_path):
 
 
 def test_impossible_runs_are_refused_before_training(tmp_path):
-    cfg = m2_train.load_config(write_config(tmp_path / "config.yaml", tmp_path / "run", batch_size=6))
-    config = m2_train.model_config_of(cfg.model)
+    cfg = load_config(write_config(tmp_path / "config.yaml", tmp_path / "run", batch_size=6))
+    config = model_config_of(cfg.model)
     with pytest.raises(ValueError, match=r"batch_size \(6\) must divide evenly over the mesh's 4 devices"):
-        m2_train.validate(cfg, config, num_devices=4)
+        validate(cfg, config, num_devices=4)
     cfg.data.seq_len = 128
     with pytest.raises(ValueError, match=r"seq_len \(128\) exceeds the model's max_position_embeddings \(64\)"):
-        m2_train.validate(cfg, config, num_devices=1)
+        validate(cfg, config, num_devices=1)
     cfg.data.seq_len, cfg.training.warmup_steps = 32, 6
     with pytest.raises(ValueError, match=r"warmup_steps \(6\) must lie in \[0, total_steps\) \(total_steps is 6\)"):
-        m2_train.validate(cfg, config, num_devices=1)
+        validate(cfg, config, num_devices=1)
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
-        m2_train.make_mesh(64)
+        make_mesh(64)
     with pytest.raises(TypeError, match="unexpected keyword argument 'batch_sise'"):
-        m2_train.TrainingConfig(batch_sise=4)
+        TrainingConfig(batch_sise=4)

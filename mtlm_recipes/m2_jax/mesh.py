@@ -8,6 +8,8 @@ every parameter and optimizer moment whose first axis divides by the device coun
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from ..errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -16,7 +18,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     devices = jax.devices()
     count = num_devices or len(devices)
     if count > len(devices):
-        raise ValueError(
+        raise ConfigError(
             f"Asked for a mesh of {count} devices, but JAX sees {len(devices)} ({devices[0].platform}). On CPU, "
             f"set XLA_FLAGS=--xla_force_host_platform_device_count={count} before jax is imported."
         )

@@ -3,7 +3,7 @@
 Each checkpoint is written into a hidden temporary folder and renamed into place only once it is
 complete (a rename is atomic on one filesystem), so a crash mid-write leaves the previous
 checkpoint as the newest complete one. `trainer_state.json` is written last and marks a folder
-as complete.
+as complete; it also holds the step and the model's architecture (`mtlm_recipes.checkpoint_config`).
 """
 
 import json
@@ -13,25 +13,10 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from ..errors import InputFileError
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step_(\d{8})$")
-# The fields that must agree between a checkpoint and the model it is loaded into.
-ARCHITECTURE_FIELDS = (
-    "model_type",
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "mlp_type",
-    "position_embedding_type",
-    "tie_word_embeddings",
-)
-
-
-def architecture_of(config) -> dict:
-    return {field: getattr(config, field, None) for field in ARCHITECTURE_FIELDS}
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -46,24 +31,11 @@ def read_state(checkpoint: Path) -> dict:
     """The trainer state of a checkpoint; a clear error when the folder is not one."""
     state_file = Path(checkpoint) / STATE_FILE
     if not state_file.is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{checkpoint} is not a complete checkpoint of this trainer (no {STATE_FILE}); "
             "give a folder under <output_dir>/checkpoints/."
         )
     return json.loads(state_file.read_text())
-
-
-def check_architecture(state: dict, expected: dict, checkpoint: Path) -> None:
-    """Refuse to resume into a model whose shape differs from the checkpoint's."""
-    saved = state.get("architecture", {})
-    differences = [
-        f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in expected.items() if saved.get(k) != v
-    ]
-    if differences:
-        raise ValueError(
-            f"The checkpoint {checkpoint} belongs to another architecture ({'; '.join(differences)}). "
-            "Resume it with the config it was trained with, or start a new --output-dir."
-        )
 
 
 def save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dict, keep: int) -> Path:

@@ -13,26 +13,7 @@ import orbax.checkpoint as ocp
 
 from mtlm_hf import MTLMConfig
 
-# The config fields that fix the shapes of the train state: a checkpoint and the model it resumes must agree.
-ARCHITECTURE_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "mlp_type",
-    "position_embedding_type",
-    "max_position_embeddings",
-    "tie_word_embeddings",
-    "attention_bias",
-    "mlp_bias",
-)
-
-
-def architecture_of(config: MTLMConfig) -> dict:
-    return {field: getattr(config, field) for field in ARCHITECTURE_FIELDS}
+from ..checkpoint_config import architecture_of, check_architecture
 
 
 def make_manager(folder: Path, keep: int) -> ocp.CheckpointManager:
@@ -56,17 +37,10 @@ def restore(manager: ocp.CheckpointManager, step: int, state, state_sharding, co
     """The saved state of `step`, laid out like `state` and placed with `state_sharding`.
 
     Raises:
-        ValueError: if the checkpoint was written for a model of another shape (the differing fields named).
+        ConfigError: if the checkpoint was written for a model of another shape (the differing fields named).
     """
     saved = manager.restore(step, args=ocp.args.Composite(architecture=ocp.args.JsonRestore()))["architecture"]
-    expected = architecture_of(config)
-    differing = [field for field in ARCHITECTURE_FIELDS if saved.get(field) != expected[field]]
-    if differing:
-        details = ", ".join(f"{field}: saved {saved.get(field)!r}, now {expected[field]!r}" for field in differing)
-        raise ValueError(
-            f"The checkpoint of step {step} in {manager.directory} belongs to another model ({details}). Use the "
-            "config it was written with, or another output directory."
-        )
+    check_architecture(saved, config, f"of step {step} in {manager.directory}")
     target = jax.tree.map(
         lambda array, sharding: jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=sharding),
         state,

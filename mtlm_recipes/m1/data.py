@@ -6,33 +6,18 @@ or local `.txt` / `.jsonl` / `.json` / `.parquet` files and globs (optionally co
 
 import glob
 import itertools
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset, IterableDataset, interleave_datasets, load_dataset
 from transformers import PreTrainedTokenizerBase
 
+from ..errors import ConfigError, InputFileError
+from ..packing import pack_texts
+from .config import DataConfig, TextSource
+
 _LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".lz4"}
-
-
-@dataclass
-class TextSource:
-    path: str  # Hub dataset id ("HuggingFaceFW/fineweb-edu") or a local file / glob
-    weight: float = 1.0  # relative sampling probability in the blend
-    name: str | None = None  # Hub config name ("sample-10BT")
-    split: str = "train"
-    text_field: str = "text"
-
-
-@dataclass
-class DataConfig:
-    train: list[TextSource] = field(default_factory=list)
-    validation: list[TextSource] = field(default_factory=list)  # empty: hold out `val_blocks` of train
-    streaming: bool = False
-    seq_len: int = 1024  # tokens per block
-    val_blocks: int = 64
 
 
 def _local_builder(path: str) -> str | None:
@@ -47,7 +32,7 @@ def load_source(source: TextSource, streaming: bool) -> Dataset | IterableDatase
     if builder is not None:
         files = sorted(glob.glob(source.path))
         if not files:
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"No file matches the data path {source.path!r}. Give an existing .txt/.jsonl/.json/.parquet file "
                 "or glob, or a Hub dataset id."
             )
@@ -56,7 +41,7 @@ def load_source(source: TextSource, streaming: bool) -> Dataset | IterableDatase
         dataset = load_dataset(source.path, source.name, split=source.split, streaming=streaming)
     columns = dataset.column_names
     if columns is not None and source.text_field not in columns:
-        raise ValueError(f"{source.path!r} has no column {source.text_field!r} (columns: {columns}); set text_field.")
+        raise ConfigError(f"{source.path!r} has no column {source.text_field!r} (columns: {columns}); set text_field.")
     dataset = dataset.select_columns([source.text_field])
     return dataset.rename_column(source.text_field, "text") if source.text_field != "text" else dataset
 
@@ -64,7 +49,7 @@ def load_source(source: TextSource, streaming: bool) -> Dataset | IterableDatase
 def load_blend(sources: list[TextSource], streaming: bool, seed: int) -> Dataset | IterableDataset:
     """Interleave the sources with probabilities proportional to their weights."""
     if not sources:
-        raise ValueError("No data sources given: list at least one under data.train in the config.")
+        raise ConfigError("No data sources given: list at least one under data.train in the config.")
     datasets = [load_source(source, streaming) for source in sources]
     if len(datasets) == 1:
         return datasets[0]
@@ -80,19 +65,14 @@ def load_blend(sources: list[TextSource], streaming: bool, seed: int) -> Dataset
 def pack(
     dataset: Dataset | IterableDataset, tokenizer: PreTrainedTokenizerBase, seq_len: int
 ) -> Dataset | IterableDataset:
-    """Tokenize without specials, end every document with EOS, and cut the stream into `seq_len` blocks.
+    """Pack every map batch of documents with `mtlm_recipes.packing.pack_texts` into `seq_len` blocks.
 
     As in transformers' `run_clm.py`, the tail of each map batch that does not fill a block is dropped
     (at most `seq_len - 1` tokens per 1,000 documents).
     """
-    eos = tokenizer.eos_token_id
 
     def tokenize_and_pack(batch: dict) -> dict:
-        ids = []
-        for encoded in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
-            ids.extend(encoded)
-            ids.append(eos)
-        return {"input_ids": [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]}
+        return {"input_ids": pack_texts(batch["text"], tokenizer, seq_len).tolist()}
 
     return dataset.map(tokenize_and_pack, batched=True, batch_size=1000, remove_columns=["text"])
 
@@ -111,7 +91,7 @@ def load_training_data(
         blocks = blocks.select(range(len(val_blocks), len(blocks)))
     val = [row["input_ids"] for row in itertools.islice(val_blocks, cfg.val_blocks)]
     if not val:
-        raise ValueError("The validation data packs into no block: give more validation text or a smaller seq_len.")
+        raise ConfigError("The validation data packs into no block: give more validation text or a smaller seq_len.")
     return blocks, torch.tensor(val)
 
 
@@ -132,7 +112,7 @@ class BlockSampler:
         if not self.streaming:
             self.blocks = blocks.with_format("torch")
             if len(self.blocks) < global_batch_size:
-                raise ValueError(
+                raise ConfigError(
                     f"The training data packs into {len(self.blocks)} blocks, fewer than one global batch "
                     f"({global_batch_size}): add data, or lower batch_size or seq_len."
                 )
@@ -161,7 +141,7 @@ class BlockSampler:
             row = next(self._stream, None)
             if row is None:
                 if not self._pass_yielded:
-                    raise ValueError("The streamed training data yields no block: check the sources and seq_len.")
+                    raise ConfigError("The streamed training data yields no block: check the sources and seq_len.")
                 self.epoch, self._stream = self.epoch + 1, None
                 self.blocks.set_epoch(self.epoch)
                 continue

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import InputFileError
+
 # Located without importing lm_eval: importing it pulls in `datasets`, which reads HF_DATASETS_OFFLINE once, at import.
 LM_EVAL_TASKS = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks"
 
@@ -459,11 +461,11 @@ def write_local_task(benchmark: LocalBenchmark, data_dir: Path, work_dir: Path) 
         deviations, and the YAML written).
 
     Raises:
-        FileNotFoundError: if the benchmark's local file is not under `data_dir`.
+        InputFileError: if the benchmark's local file is not under `data_dir`.
     """
     source = data_dir / benchmark.source
     if not source.is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{benchmark.task}: no {benchmark.source} under {data_dir}. Point --data-dir at a folder laid out as "
             "the project's evaluation data (see its SOURCES.md), e.g. ../shared/data."
         )

@@ -10,26 +10,21 @@ import glob
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-EOS_UNITS = ("line", "document")
-
-
-@dataclass
-class TextFile:
-    path: str  # a local .txt, .jsonl or .jsonl.gz file, or a glob
-    text_field: str = "text"  # the field of each JSON line that holds the text
+from ..errors import ConfigError, InputFileError
+from ..packing import pack_texts
+from .config import EOS_UNITS, TextFile
 
 
 def read_documents(source: TextFile) -> Iterator[str]:
     """Yield the documents of one source: each line of a .txt file, or the text field of each JSON line."""
     files = sorted(glob.glob(source.path))
     if not files:
-        raise FileNotFoundError(f"No file matches the data path {source.path!r}: give an existing file or glob.")
+        raise InputFileError(f"No file matches the data path {source.path!r}: give an existing file or glob.")
     for file in files:
         opener = gzip.open if file.endswith(".gz") else open
         with opener(file, "rt", encoding="utf-8") as handle:
@@ -39,7 +34,7 @@ def read_documents(source: TextFile) -> Iterator[str]:
             for number, line in enumerate(handle, start=1):
                 record = json.loads(line)
                 if source.text_field not in record:
-                    raise ValueError(
+                    raise ConfigError(
                         f"{file}, line {number}, has no field {source.text_field!r} (fields: {sorted(record)}); "
                         "set text_field."
                     )
@@ -52,24 +47,24 @@ def split_units(documents: Iterator[str], eos_per: str) -> list[str]:
     Blank lines are dropped: they would add EOS tokens only, whose targets the loss excludes anyway.
     """
     if eos_per not in EOS_UNITS:
-        raise ValueError(f"eos_per must be one of {EOS_UNITS}, got {eos_per!r}.")
+        raise ConfigError(f"eos_per must be one of {EOS_UNITS}, got {eos_per!r}.")
     if eos_per == "document":
         return [document for document in documents if document.strip()]
     return [line for document in documents for line in document.splitlines() if line.strip()]
 
 
 def pack_blocks(texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: int) -> np.ndarray:
-    """Tokenize without specials, append EOS to each text, concatenate, and cut into (n, seq_len) int32 blocks.
+    """`mtlm_recipes.packing.pack_texts` as (n, seq_len) int32 blocks (JAX's integer width), at least one.
 
-    The tail that does not fill a block is dropped.
+    Raises:
+        ConfigError: If the texts hold less than one block.
     """
-    eos = tokenizer.eos_token_id
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    stream = np.fromiter((token for ids in encoded for token in (*ids, eos)), dtype=np.int32)
-    num_blocks = len(stream) // seq_len
-    if num_blocks == 0:
-        raise ValueError(f"The data holds {len(stream)} tokens, less than one block of seq_len={seq_len}.")
-    return stream[: num_blocks * seq_len].reshape(num_blocks, seq_len)
+    blocks = pack_texts(texts, tokenizer, seq_len, dtype=np.int32)
+    if len(blocks) == 0:
+        raise ConfigError(
+            f"The data holds less than one block of seq_len={seq_len} tokens: add data or lower seq_len."
+        )
+    return blocks
 
 
 def load_blocks(
@@ -77,7 +72,7 @@ def load_blocks(
 ) -> np.ndarray:
     """All sources read, split into EOS units, tokenized and packed."""
     if not sources:
-        raise ValueError("No data sources given: list at least one file under data.train in the config.")
+        raise ConfigError("No data sources given: list at least one file under data.train in the config.")
     texts = [unit for source in sources for unit in split_units(read_documents(source), eos_per)]
     return pack_blocks(texts, tokenizer, seq_len)
 
@@ -89,7 +84,7 @@ def batch_indices(num_blocks: int, batch_size: int, seed: int, step: int) -> np.
     """
     batches_per_epoch = num_blocks // batch_size
     if batches_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"The training data packs into {num_blocks} blocks, fewer than one batch ({batch_size}): add data, or "
             "lower batch_size or seq_len."
         )

@@ -5,28 +5,17 @@ state is then a plain pytree whose shardings `jax.jit` pins on the way in and ou
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
-from modeling_flax import FlaxMTLMForCausalLM
 
 from mtlm_hf import MTLMConfig
 
-
-@dataclass
-class OptimizerConfig:
-    total_steps: int = 1000  # optimizer steps; the cosine ends here
-    lr: float = 4e-4  # peak learning rate
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 200  # linear warmup from 0
-    weight_decay: float = 0.01  # decoupled, on every parameter (as the original M2)
-    betas: tuple[float, float] = (0.9, 0.999)  # optax's defaults, which the original kept
-    eps: float = 1e-8
-    max_grad_norm: float = 1.0
+from .config import OptimizerConfig
+from .modeling_flax import FlaxMTLMForCausalLM
 
 
 def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:

@@ -2,14 +2,14 @@
 `benchmarks/growth_speedup.py` share, so that both count, train and compare the same way.
 
 A run trains one M1-style MTLM until it has spent a budget of training FLOPs, optionally growing it
-in depth part-way with `growth_ops.grow_depth`, and records validation loss against FLOPs spent.
-FLOPs are counted as `FLOP_FORMULA` says (the formula of ../shared/GROWTH_STUDY.md), the small
+part-way as a `growth_ops.GrowthSpec` says, and records validation loss against FLOPs spent.
+FLOPs are counted as `mtlm_recipes.flops.FLOP_FORMULA` says (the formula of ../shared/GROWTH_STUDY.md), the small
 model's FLOPs included in a grown run, so runs of different sizes compare at equal compute.
 """
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -18,10 +18,15 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 import mtlm_hf
-from growth_ops import grow_depth
+from growth_ops import GrowthSpec, grow
 
-DATA_DIR = Path(__file__).parent / "data" / "shakespeare"
-FLOP_FORMULA = "6 * (non-embedding parameters + hidden_size * vocab_size) per training token"
+from .errors import ConfigError, InputFileError
+from .flops import flops_per_token
+from .packing import pack_texts
+from .progress import show_step, training_bar
+
+# The embedded corpus of the checkout (the recipes run from a clone of the repository).
+DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "shakespeare"
 
 
 @dataclass
@@ -41,14 +46,32 @@ class ComputeMatchedConfig:
     eval_blocks: int = 64  # validation blocks per evaluation
     seed: int = 0
 
+    def __post_init__(self):
+        """Refuse a setting no run can train with (from the command line), naming it."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type is int and field.name != "seed" and value < 1:
+                raise ConfigError(f"--{field.name.replace('_', '-')} must be at least 1, got {value}.")
+        if not 0 < self.grow_at < 1:
+            raise ConfigError(
+                f"--grow-at must lie strictly between 0 and 1 (a share of the budget), got {self.grow_at}."
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"--hidden-size ({self.hidden_size}) must divide by --num-attention-heads ({self.num_attention_heads})."
+            )
+
 
 @dataclass(frozen=True)
 class Growth:
-    """When and how a run grows: `grow_depth(model, factor=factor, method=method)` at `at` of the budget."""
+    """When and how a run grows: `grow(model, spec)` once `at` of the FLOP budget is spent."""
 
-    method: str  # "stack", "interleave" or "identity" (function-preserving insert)
+    spec: GrowthSpec
     at: float  # fraction of the FLOP budget spent on the small model before growth
-    factor: int = 2
+
+    def to_dict(self) -> dict:
+        """The record of the growth in a results JSON: its method, when, and the whole spec."""
+        return {"method": self.spec.depth_method, "at": self.at, "spec": self.spec.to_dict()}
 
 
 @dataclass
@@ -76,15 +99,6 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def pack(texts: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> torch.Tensor:
-    """Tokenize each document, end it with EOS, concatenate and cut into blocks of `seq_len` tokens."""
-    ids = []
-    for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        ids.extend(encoded + [tokenizer.eos_token_id])
-    num_blocks = len(ids) // seq_len
-    return torch.tensor(ids[: num_blocks * seq_len]).view(num_blocks, seq_len)
-
-
 def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path = DATA_DIR) -> Corpus:
     """Train the tokenizer on the training split and pack both splits into blocks.
 
@@ -97,36 +111,21 @@ def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path = DATA_DIR) -> Corpus:
         `Corpus`: The tokenizer and both splits as token blocks.
 
     Raises:
-        FileNotFoundError: If a split is missing from `data_dir`.
+        InputFileError: If a split is missing from `data_dir`.
     """
     files = {split: Path(data_dir) / f"{split}.jsonl.gz" for split in ("train", "validation")}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{', '.join(missing)} not found: a corpus folder needs train.jsonl.gz and validation.jsonl.gz "
             'with one {"text": ...} document per line (see examples/data/shakespeare/).'
         )
     corpus = load_dataset("json", data_files={split: str(path) for split, path in files.items()})
     train_texts, val_texts = list(corpus["train"]["text"]), list(corpus["validation"]["text"])
     tokenizer = train_tokenizer(train_texts, cfg.vocab_size)
-    train = pack(train_texts, tokenizer, cfg.seq_len)
-    val = pack(val_texts, tokenizer, cfg.seq_len)[: cfg.eval_blocks]
+    train = torch.from_numpy(pack_texts(train_texts, tokenizer, cfg.seq_len))
+    val = torch.from_numpy(pack_texts(val_texts, tokenizer, cfg.seq_len))[: cfg.eval_blocks]
     return Corpus(tokenizer, train, val)
-
-
-def flops_per_token(model: torch.nn.Module) -> int:
-    """6 * (non-embedding parameters + hidden * vocab): the forward and backward matmul FLOPs."""
-    config = model.config
-    non_embedding = count_non_embedding_parameters(model)
-    return 6 * (non_embedding + config.hidden_size * config.vocab_size)
-
-
-def count_non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the input embedding (and the output head when it is a separate matrix)."""
-    non_embedding = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    if not model.config.tie_word_embeddings:
-        non_embedding -= model.get_output_embeddings().weight.numel()
-    return non_embedding
 
 
 def build_model(cfg: ComputeMatchedConfig, num_layers: int, vocab_size: int) -> torch.nn.Module:
@@ -196,8 +195,8 @@ def train_compute_matched(
         corpus (`Corpus`): Training and validation blocks.
         num_layers (`int`): Layers of the model at the start of the run.
         budget (`float`): Training FLOPs to spend; the run stops at the first step that reaches it.
-        growth (`Growth`, *optional*): Grow once when `growth.at * budget` FLOPs are spent; the
-            optimizer is then rebuilt fresh, so it knows the new layers.
+        growth (`Growth`, *optional*): Grow once by `growth.spec` when `growth.at * budget` FLOPs are
+            spent; the optimizer is then rebuilt fresh, so it knows the new layers.
         device (`str`, *optional*, defaults to `"cpu"`): Where the model trains (`"cuda"` on a GPU).
         bf16 (`bool`, *optional*, defaults to `False`): Train and evaluate under bfloat16 autocast.
 
@@ -215,6 +214,7 @@ def train_compute_matched(
     spent, step, next_eval, grown_at = 0.0, 0, 0.0, None
     points, loss_before_growth, growth_jump = [], None, None
     start = time.time()
+    bar = training_bar(name, budget, unit="FLOP")
     while spent < budget:
         if spent >= next_eval:
             points.append({"flops": spent, "val_loss": evaluate(model, val, cfg.batch_size, bf16), "step": step})
@@ -222,10 +222,11 @@ def train_compute_matched(
         if growth is not None and grown_at is None and spent >= growth.at * budget:
             # Growth #
             loss_before_growth = evaluate(model, val, cfg.batch_size, bf16)
-            model = grow_depth(model, factor=growth.factor, method=growth.method)
+            model = grow(model, growth.spec)
             optimizer = make_optimizer(model, cfg.lr)  # a fresh optimizer knows the new layers
             growth_jump = evaluate(model, val, cfg.batch_size, bf16) - loss_before_growth
             grown_at = spent
+        step_started = time.perf_counter()
         batch = corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(device)
         for group in optimizer.param_groups:
             group["lr"] = get_lr(spent / budget, step, cfg)
@@ -235,8 +236,13 @@ def train_compute_matched(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        spent += tokens_per_step * flops_per_token(model)
+        step_flops = tokens_per_step * flops_per_token(model)
+        spent += step_flops
         step += 1
+        step_seconds = time.perf_counter() - step_started
+        # The last step overshoots the budget: the bar stops at it, so it ends at 100%.
+        show_step(bar, loss.item(), tokens_per_step / step_seconds, min(step_flops, budget - bar.n), step=str(step))
+    bar.close()
     points.append({"flops": spent, "val_loss": evaluate(model, val, cfg.batch_size, bf16), "step": step})
     print(f"{name:>28}: {step} steps, final val loss {points[-1]['val_loss']:.3f} ({time.time() - start:.0f} s)")
     result = {

@@ -1,0 +1,1 @@
+"""The M1 recipe's parts (`examples/m1/train.py` is the trainer): run config, data, crash-safe checkpoints."""
