@@ -15,7 +15,7 @@ LATEST_BIN := $(LATEST_VENV)/bin
 # The tests cover the JAX path and the evaluation too; the quickstart needs only the training extra.
 EXTRAS ?= dev,jax,eval
 
-.PHONY: install quickstart test test-fast test-latest lock lint format clean
+.PHONY: install quickstart test test-fast test-zoo test-latest lock lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,13 @@ quickstart: install
 	$(BIN)/python examples/quickstart.py
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not zoo"
+
+test-zoo: install
+	$(BIN)/python -m pytest -q -m zoo tests/growth/test_every_decoder.py
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not zoo"
 
 # The newest releases our ranges allow (torch stays the CPU build on disk), in .venv-latest.
 test-latest:
@@ -43,7 +46,7 @@ test-latest:
 	$(LATEST_BIN)/pip install "$(TORCH_SPEC)"
 	$(LATEST_BIN)/pip install --upgrade --upgrade-strategy eager "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
 	$(LATEST_BIN)/pip list --format=freeze | grep -iE "^(torch|transformers|accelerate|safetensors|huggingface.hub|peft|jax|flax|lm.eval)=="
-	$(LATEST_BIN)/python -m pytest -q
+	$(LATEST_BIN)/python -m pytest -q -m "not zoo"
 
 # Pin what `make test-latest` installed (run it first, and commit the refresh on its own).
 lock:
