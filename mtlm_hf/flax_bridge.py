@@ -1,7 +1,7 @@
 # Copyright 2026 The mtlm authors. Licensed under the MIT License.
 """Move MTLM weights between PyTorch and Flax, and import the original MTLM2 ("TinyGPT") parameter tree.
 
-A Flax MTLM (`examples/m2_jax/modeling_flax.py`) keeps the PyTorch module names, so a parameter's Flax path is its
+A Flax MTLM (`mtlm_recipes/m2_jax/modeling_flax.py`) keeps the PyTorch module names, so a parameter's Flax path is its
 PyTorch key split at the dots, with Flax's leaf names: `kernel` for a linear weight, stored transposed as
 (in, out); `embedding` for an embedding table; `scale` for an RMSNorm weight; `bias` unchanged. Layer indices are
 `int` keys (`nnx.List`). A tied `lm_head` has no Flax entry: the Flax model multiplies by the embedding table.
