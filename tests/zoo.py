@@ -244,3 +244,24 @@ def growth_failure(model_type: str, method: str) -> str | None:
     if not torch.equal(model.generate(ids, use_cache=True, **kwargs), model.generate(ids, use_cache=False, **kwargs)):
         return "cached generation differs from uncached"
     return None
+
+
+def snapshot(model):
+    """What a failed growth must leave as it was: config, tensors (and their storage), layer_idx, modules."""
+    return (
+        model.config.to_dict(),
+        [(k, v.data_ptr(), v.clone()) for k, v in model.state_dict().items()],
+        [(n, m.layer_idx) for n, m in model.named_modules() if hasattr(m, "layer_idx")],
+        [id(m) for m in model.modules()],
+    )
+
+
+def assert_unchanged(model, before):
+    config, tensors, indices, module_ids = before
+    assert model.config.to_dict() == config
+    state = model.state_dict()
+    assert list(state) == [k for k, _, _ in tensors]
+    for key, pointer, values in tensors:
+        assert state[key].data_ptr() == pointer and torch.equal(state[key], values), key
+    assert [(n, m.layer_idx) for n, m in model.named_modules() if hasattr(m, "layer_idx")] == indices
+    assert [id(m) for m in model.modules()] == module_ids

@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
-from zoo import IN_MEMORY_ARCHITECTURES, LLAMA_LIKE, SPECS, VOCAB, build, input_ids, logits
+from zoo import IN_MEMORY_ARCHITECTURES, LLAMA_LIKE, SPECS, VOCAB, assert_unchanged, build, input_ids, logits, snapshot
 
 from growth_ops import DecoderAnatomy, apply_plan, discover_anatomy, grow, grow_depth, plan_depth
 
@@ -208,10 +208,10 @@ def test_gpt2_inverse_layer_idx_scaling_is_recomputed_for_new_positions(tmp_path
 
 def test_gpt2_inverse_layer_idx_scaling_refuses_identity_growth_and_leaves_model_unchanged():
     model = build("gpt2", scale_attn_by_inverse_layer_idx=True)
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match=r"depends on its position.*scale_attn_by_inverse_layer_idx"):
         grow_depth(model, factor=2, method="identity")
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
     # Appending after the last layer moves no layer, so the function can be kept.
     ids = input_ids()
     reference = logits(model, ids)
@@ -225,11 +225,11 @@ def test_gpt2_inverse_layer_idx_scaling_refuses_identity_growth_and_leaves_model
 )
 def test_post_norm_blocks_refuse_identity_growth(arch, setting):
     model = build(arch, **setting)
-    before = _snapshot(model)
+    before = snapshot(model)
     key = next(iter(setting))
     with pytest.raises(ValueError, match=rf"Identity growth is impossible for {arch} with {key}="):
         grow_depth(model, factor=2, method="identity")
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
 
 
 def test_qwen_moe_sparse_step_is_written_out_so_each_layer_keeps_its_structure(tmp_path):
@@ -245,36 +245,16 @@ def test_qwen_moe_sparse_step_is_written_out_so_each_layer_keeps_its_structure(t
     torch.testing.assert_close(logits(loaded, input_ids()), logits(model, input_ids()), atol=1e-6, rtol=0)
 
 
-def _snapshot(model):
-    return (
-        model.config.to_dict(),
-        [(k, v.data_ptr(), v.clone()) for k, v in model.state_dict().items()],
-        [(n, m.layer_idx) for n, m in model.named_modules() if hasattr(m, "layer_idx")],
-        [id(m) for m in model.modules()],
-    )
-
-
-def _assert_unchanged(model, snapshot):
-    config, tensors, indices, module_ids = snapshot
-    assert model.config.to_dict() == config
-    state = model.state_dict()
-    assert list(state) == [k for k, _, _ in tensors]
-    for key, pointer, values in tensors:
-        assert state[key].data_ptr() == pointer and torch.equal(state[key], values), key
-    assert [(n, m.layer_idx) for n, m in model.named_modules() if hasattr(m, "layer_idx")] == indices
-    assert [id(m) for m in model.modules()] == module_ids
-
-
 def test_failed_copy_leaves_model_exactly_as_it_was():
     model = build("mtlm-m1")
     ids = input_ids()
     reference = logits(model, ids)
     # A lock cannot be deep-copied: growth fails while copying the second layer, after the first one.
     model.model.layers[1].self_attn.lock = threading.Lock()
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(TypeError, match="lock"):
         grow_depth(model, factor=2)
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
     torch.testing.assert_close(logits(model, ids), reference, atol=0, rtol=0)
 
 

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from test_growth_models import _assert_unchanged, _snapshot
 from torch import nn
-from zoo import VOCAB, build, input_ids, logits
+from zoo import VOCAB, assert_unchanged, build, input_ids, logits, snapshot
 
 from growth_ops import discover_anatomy, grow_depth
 
@@ -24,20 +23,20 @@ def test_identity_growth_is_exact_where_the_writers_are_found_by_probing(arch):
 @pytest.mark.parametrize("arch, norms", [("openai-gpt", r"\['ln_1', 'ln_2'\]"), ("minimax", "input_layernorm")])
 def test_block_that_transforms_its_residual_is_refused_with_the_reason(arch, norms):
     model = build(arch)
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(
         ValueError, match=rf"cannot make layer 0 .*still changes its input.*post-norm; its norms: .*{norms}"
     ):
         grow_depth(model, factor=2, method="identity")
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
 
 
 def test_position_dependent_block_is_refused_unless_copies_follow_the_last_layer():
     model = build("diffllama")
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match=r"'self_attn' would change \{'lambda_init'.*depends on its position"):
         grow_depth(model, factor=2, method="identity")
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
     ids = input_ids()
     reference = logits(model, ids)
     grow_depth(model, method="identity", positions=[2, 2])
@@ -135,10 +134,10 @@ def test_identity_growth_is_exact_on_trained_like_weights(arch):
 
 def test_scaled_residual_is_refused_naming_the_scale_once_it_is_trained():
     model = perturbed("doge")
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(
         ValueError,
         match=r"layer 0 \(DogeDecoderLayer.*scaled residual \(parameters it holds itself: \['input_residual'",
     ):
         grow_depth(model, factor=2, method="identity")
-    _assert_unchanged(model, before)
+    assert_unchanged(model, before)
