@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 # Engine-owned (flattened) parameters and optimizer state: growing the unwrapped module in place and
 # reading the optimizer state by parameter would give wrong results, so these are refused up front.
-# FSDP version 1 is refused in `_check_distributed_type`; FSDP2 is supported.
+# FSDP version 1 is refused in `check_distributed_type`; FSDP2 is supported.
 _UNSUPPORTED_DISTRIBUTED = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 _GROW_ON_DISK = (
     "Grow the checkpoint on disk instead: save the state, grow it with `growth_ops.grow_checkpoint` (or the "
@@ -133,12 +133,6 @@ def grow_prepared(
     check_choice("schedule", schedule, SCHEDULES)
     if schedule == "rewarm":
         check_rewarm_steps(rewarm_steps, "schedule='rewarm'")
-    _check_distributed_type(accelerator)
-    if not accelerator.sync_gradients:
-        raise RuntimeError(
-            "grow_prepared was called in the middle of a gradient accumulation cycle (accelerator.sync_gradients "
-            "is False): grow on an optimizer-step boundary, after optimizer.step() and before the next micro-batch."
-        )
     inner_optimizer = optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
     inner_scheduler = scheduler.scheduler if isinstance(scheduler, AcceleratedScheduler) else scheduler
     if schedule == "rewarm" and not isinstance(inner_scheduler, LambdaLR):
@@ -146,24 +140,16 @@ def grow_prepared(
             f"schedule='rewarm' multiplies a LambdaLR-based schedule (transformers' get_*_schedule*), but the "
             f"scheduler is {type(inner_scheduler).__name__}: use schedule='continue', or a LambdaLR."
         )
-    accelerator.wait_for_everyone()
-
-    # Everything that can fail, before the model is touched.
-    unwrapped = accelerator.unwrap_model(model)  # keeps the autocast wrapper: no change yet
-    sharded = isinstance(unwrapped, FSDPModule)
-    # Under FSDP2 the core grows this rank's shards, held by a meta-device view of the model.
-    grown_model, grown_optimizer = (
-        _local_shards_view(unwrapped, inner_optimizer) if sharded else (unwrapped, inner_optimizer)
-    )
-    growth = TrainingGrowth(
-        grown_model,
-        grown_optimizer,
+    growth = PreparedGrowth(
+        accelerator,
+        model,
+        inner_optimizer,
         spec,
         optimizer_state=optimizer_state,
         freeze_source_layers=freeze_source_layers,
         layers_attr=layers_attr,
         scheduler=inner_scheduler,
-        old_optimizers=(optimizer, inner_optimizer),
+        old_optimizers=(optimizer,),
     )
     # `rewarm_steps` counts optimizer steps; AcceleratedScheduler steps the scheduler once per process
     # per optimizer step when it steps with the optimizer and batches are not split.
@@ -172,9 +158,7 @@ def grow_prepared(
     )
 
     # Commit.
-    new_optimizer = growth.apply()
-    if sharded:
-        unwrapped, new_optimizer = _shard_like(accelerator, grown_model, new_optimizer)
+    unwrapped, new_optimizer = growth.apply()
     new_scheduler = None
     if inner_scheduler is not None:
         new_scheduler = continue_scheduler(inner_scheduler, growth.old_optimizers, new_optimizer)
@@ -187,20 +171,90 @@ def grow_prepared(
     return prepared[0], prepared[1], (prepared[2] if new_scheduler is not None else None)
 
 
-def _check_distributed_type(accelerator: Accelerator) -> None:
-    """The one place that says which of Accelerate's distributed types growth mid-training supports."""
+class PreparedGrowth:
+    """One growth of a model that `accelerator.prepare` wrapped: checked when made, applied by `apply`.
+
+    The part `grow_prepared` and `GrowthCallback` share. Under FSDP2 the core (`TrainingGrowth`) grows a
+    view of this rank's shards, and `apply` shards the grown model as Accelerate does; otherwise it grows
+    the unwrapped model in place. Re-preparing is the caller's: `grow_prepared` prepares again, a
+    `Trainer` prepares when it resumes.
+
+    Args:
+        accelerator (`Accelerator`): The accelerator that prepared `model`.
+        model (`nn.Module`): The prepared model.
+        optimizer (`torch.optim.Optimizer`): The bare optimizer inside the prepared one.
+        spec (`GrowthSpec`): How to grow.
+        scheduler (`LRScheduler`, *optional*): Checked to be copyable onto the new optimizer.
+        old_optimizers (`tuple`, *optional*): Wrappers that stand for `optimizer` in the scheduler.
+        **options: `optimizer_state`, `freeze_source_layers` and `layers_attr`, as `TrainingGrowth` takes them.
+
+    Raises:
+        NotImplementedError: Under an engine that owns flattened parameters (see `grow_prepared`).
+        RuntimeError: In the middle of a gradient accumulation cycle.
+        ValueError, TypeError: As `TrainingGrowth` raises them.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        spec: GrowthSpec,
+        *,
+        scheduler: Any = None,
+        old_optimizers: tuple[Any, ...] = (),
+        **options: Any,
+    ) -> None:
+        check_distributed_type(accelerator)
+        if not accelerator.sync_gradients:
+            raise RuntimeError(
+                "Growth was asked for in the middle of a gradient accumulation cycle (accelerator.sync_gradients is "
+                "False): grow on an optimizer-step boundary, after optimizer.step() and before the next micro-batch."
+            )
+        accelerator.wait_for_everyone()
+        self.accelerator = accelerator
+        self.unwrapped = accelerator.unwrap_model(model)  # keeps the autocast wrapper: no change yet
+        self.sharded = isinstance(self.unwrapped, FSDPModule)
+        # Under FSDP2 the core grows this rank's shards, held by a meta-device view of the model.
+        view, view_optimizer = (
+            _local_shards_view(self.unwrapped, optimizer) if self.sharded else (self.unwrapped, optimizer)
+        )
+        self.growth = TrainingGrowth(
+            view, view_optimizer, spec, scheduler=scheduler, old_optimizers=(*old_optimizers, optimizer), **options
+        )
+        self.old_optimizers = self.growth.old_optimizers
+
+    @property
+    def plan(self) -> Any:
+        return self.growth.plan
+
+    def apply(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Grow; returns the grown bare model (the same object unless sharded) and its new bare optimizer."""
+        new_optimizer = self.growth.apply()
+        if self.sharded:
+            return _shard_like(self.accelerator, self.growth.model, new_optimizer)
+        return self.unwrapped, new_optimizer
+
+
+def check_distributed_type(accelerator: Accelerator) -> None:
+    """The one place that says which of Accelerate's distributed types growth mid-training supports.
+
+    Raises:
+        NotImplementedError: Under DeepSpeed, Megatron-LM or FSDP version 1, or FSDP2 with activation
+            checkpointing, naming what to do instead.
+    """
     if accelerator.distributed_type in _UNSUPPORTED_DISTRIBUTED or (
         accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2
     ):
         raise NotImplementedError(
-            f"grow_prepared supports single-process, DDP-style data parallel and FSDP2 (fsdp_version=2) training, not "
-            f"{accelerator.distributed_type.value}"
+            f"Growth mid-training supports single-process, DDP-style data parallel and FSDP2 (fsdp_version=2) "
+            f"training, not {accelerator.distributed_type.value}"
             f"{' version 1' if accelerator.distributed_type == DistributedType.FSDP else ''}: its parameters and "
             f"optimizer state are flattened and owned by the engine. {_GROW_ON_DISK}"
         )
     if accelerator.is_fsdp2 and accelerator.state.fsdp_plugin.activation_checkpointing:
         raise NotImplementedError(
-            "grow_prepared under FSDP2 does not support activation checkpointing (Accelerate applies it before "
+            "Growth mid-training under FSDP2 does not support activation checkpointing (Accelerate applies it before "
             f"sharding, and the grown model is sharded again). Turn fsdp_activation_checkpointing off. {_GROW_ON_DISK}"
         )
 
@@ -317,9 +371,7 @@ def _prepare_again(
         ),
         "_dataloaders": lambda d: False,
     }
-    _strip_autocast_forward(unwrapped)
-    # Outside DDP the "prepared" flag sits on the module itself.
-    unwrapped.__dict__.pop("_is_accelerate_prepared", None)
+    unmark_prepared(unwrapped)
     tracked = {key: list(getattr(accelerator, key)) for key in is_old}
     accelerator.free_memory()
     prepared = accelerator.prepare(*(obj for obj in (unwrapped, new_optimizer, new_scheduler) if obj is not None))
@@ -335,10 +387,15 @@ def _prepare_again(
     return prepared
 
 
-def _strip_autocast_forward(model: nn.Module) -> None:
-    """Undo the autocast wrapper `prepare` put on `model.forward` under mixed precision, or the next
-    `prepare` stacks a second one. (`unwrap_model(keep_fp32_wrapper=False)` also unwraps the model's own
-    decorated `forward` down to the bare function, so it is not used.)"""
+def unmark_prepared(model: nn.Module) -> None:
+    """Undo what `prepare` left on a bare model, so that the next `prepare` wraps it (DDP) as a new one.
+
+    `prepare` returns a model flagged as prepared untouched (outside DDP the flag sits on the module itself),
+    and stacks a second autocast wrapper on a `forward` it wrapped before under mixed precision.
+    (`unwrap_model(keep_fp32_wrapper=False)` also unwraps the model's own decorated `forward` down to the
+    bare function, so it is not used.)
+    """
+    model.__dict__.pop("_is_accelerate_prepared", None)
     original = model.__dict__.pop("_original_forward", None)
     if original is None:
         return

@@ -1,35 +1,45 @@
-"""`GrowthCallback`: grow the model of a `transformers.Trainer` at a given optimizer step, in place."""
+"""`GrowthCallback`: grow the model of a `transformers.Trainer` at a given optimizer step, on any number of processes."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
+from .accelerate_growth import PreparedGrowth, check_distributed_type, unmark_prepared
 from .midrun import TrainingGrowth, load_grown_optimizer
 from .optim import OPTIMIZER_STATES, check_choice
 from .plan import GrowthPlan
+from .schedule import continue_scheduler
 from .spec import GrowthSpec, check_spec
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 logger = logging.getLogger(__name__)
 
 
 class GrowthCallback(TrainerCallback):
-    """Grow the model of a `transformers.Trainer` at a given optimizer step, in a single process.
+    """Grow the model of a `transformers.Trainer` at a given optimizer step.
 
-    `Trainer` keeps references to its model, optimizer and LR scheduler, so the growth happens in
-    place: at the end of step `at_step` the model grows, and the optimizer takes the grown param groups
-    (each new parameter in the group of its source, in model order) with their grown state. The groups
-    stay the same, so the scheduler's per-group schedule needs no rebuild and continues. The plan
-    applied is kept in `self.plan`.
+    In a single process `trainer.train()` is enough: `Trainer` keeps references to its model, optimizer
+    and LR scheduler, so at the end of step `at_step` the model grows in place, and the optimizer takes the
+    grown param groups (each new parameter in the group of its source, in model order) with their grown
+    state. The groups stay the same, so the scheduler continues.
 
-    Under DDP/FSDP/DeepSpeed the wrapper cannot be rebuilt from a callback (the new layers' gradients
-    would not be all-reduced), so the callback refuses multi-process and sharded runs when training
-    begins: write a custom Accelerate loop with `grow_prepared` for those.
+    Under DDP or FSDP2 (several processes) the wrapper must be built again around the grown model, and
+    `Trainer` holds it in its training loop where no callback reaches. Start such a run with
+    `growth.train(trainer)`: the callback stops training at `at_step`, grows the prepared model with its
+    optimizer (under FSDP2 shard by shard, see `grow_prepared`), saves the grown state as the Trainer
+    checkpoint of that step, and resumes from it, so that `Trainer` wraps the grown model and restores the
+    step, the data position and the RNG itself. DeepSpeed and FSDP version 1 are refused with what to do
+    instead. The plan applied is kept in `self.plan`.
 
     A run resumed from a checkpoint saved after growth must be given the grown model (grow it with the
     same spec before `train(resume_from_checkpoint=...)`): the checkpoint holds the grown weights.
@@ -51,7 +61,7 @@ class GrowthCallback(TrainerCallback):
     ```python
     >>> growth = GrowthCallback(at_step=500, spec=GrowthSpec(depth=2))
     >>> trainer = Trainer(model, args, train_dataset=data, callbacks=[growth])
-    >>> trainer.train()
+    >>> growth.train(trainer)  # trainer.train() also does in a single process
     ```
     """
 
@@ -73,18 +83,66 @@ class GrowthCallback(TrainerCallback):
         self.freeze_source_layers = freeze_source_layers
         self.layers_attr = layers_attr
         self.plan: GrowthPlan | None = None
+        self._driving = False  # inside `self.train`
+        self._stopped_for_growth = False
+
+    def train(self, trainer: Trainer, **train_kwargs: Any) -> TrainOutput:
+        """Train `trainer` to the end, growing at `at_step`, on any number of processes.
+
+        Args:
+            trainer (`Trainer`): A Trainer made with this callback in `callbacks`.
+            **train_kwargs: Passed to `trainer.train` (e.g. `resume_from_checkpoint`).
+
+        Returns:
+            `TrainOutput`: What the last `trainer.train` call returned.
+
+        Raises:
+            ValueError: If the callback is not one of `trainer`'s callbacks.
+            NotImplementedError: Under DeepSpeed, FSDP version 1 or Megatron-LM, or FSDP2 with activation
+                checkpointing (grow the checkpoint on disk and resume instead).
+        """
+        if self not in trainer.callback_handler.callbacks:
+            raise ValueError(
+                "GrowthCallback.train needs a Trainer made with this callback: Trainer(..., callbacks=[growth])."
+            )
+        if not _is_distributed(trainer.args):
+            return trainer.train(**train_kwargs)
+        check_distributed_type(trainer.accelerator)
+        self._driving = True
+        try:
+            output = trainer.train(**train_kwargs)
+            if not self._stopped_for_growth:  # the run ended before at_step, or resumed after it
+                return output
+            self._stopped_for_growth = False
+            self._grow_trainer(trainer)
+            checkpoint = _save_checkpoint(trainer)
+            train_kwargs["resume_from_checkpoint"] = checkpoint
+            logger.info("growth_ops: GrowthCallback resumes the grown model from %s", checkpoint)
+            return trainer.train(**train_kwargs)
+        finally:
+            self._driving = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        _check_single_process(args)
+        if _is_distributed(args) and not self._driving:
+            raise RuntimeError(
+                f"GrowthCallback on {getattr(args, 'world_size', 1)} processes: start training with growth.train(trainer) "
+                "instead of trainer.train(), so that the callback can wrap the grown model again (otherwise the new "
+                "layers' gradients are not synchronised). In a custom Accelerate loop, grow with "
+                "growth_ops.grow_prepared."
+            )
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step != self.at_step:
             return
-        _check_single_process(args)
         if model is None or optimizer is None:
             raise ValueError(
                 "GrowthCallback needs the Trainer's model and optimizer (passed to callbacks by Trainer)."
             )
+        if _is_distributed(args):
+            # `self.train` grows once Trainer has left its loop, and resumes.
+            self._stopped_for_growth = True
+            control.should_training_stop = True
+            return
         inner = optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
         growth = TrainingGrowth(
             model,
@@ -99,13 +157,44 @@ class GrowthCallback(TrainerCallback):
         self.plan = growth.plan
         logger.info("growth_ops: GrowthCallback grew the model at step %d", state.global_step)
 
-
-def _check_single_process(args: Any) -> None:
-    distributed = PartialState().distributed_type
-    if getattr(args, "world_size", 1) > 1 or distributed != DistributedType.NO:
-        raise RuntimeError(
-            f"GrowthCallback grows a Trainer's model in place, which works in a single process only (this run: "
-            f"world_size={getattr(args, 'world_size', 1)}, distributed type {distributed}): a DDP/FSDP/DeepSpeed wrapper "
-            "cannot be rebuilt from a callback, so the new layers' gradients would not be synchronised. Write a "
-            "custom Accelerate loop and grow with growth_ops.grow_prepared instead."
+    def _grow_trainer(self, trainer: Trainer) -> None:
+        """Grow the trainer's prepared model, optimizer and scheduler, and hand the bare grown ones back to it."""
+        optimizer = trainer.optimizer
+        inner = optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
+        growth = PreparedGrowth(
+            trainer.accelerator,
+            trainer.model_wrapped,
+            inner,
+            self.spec,
+            scheduler=trainer.lr_scheduler,
+            old_optimizers=(optimizer,),
+            optimizer_state=self.optimizer_state,
+            freeze_source_layers=self.freeze_source_layers,
+            layers_attr=self.layers_attr,
         )
+        model, new_optimizer = growth.apply()
+        unmark_prepared(model)
+        # Bare objects: `Trainer._prepare_for_training` wraps the model (`model is model_wrapped`) and prepares
+        # the optimizer when it resumes; it keeps an optimizer it holds and rebuilds a scheduler it made.
+        trainer.model = trainer.model_wrapped = model
+        trainer.optimizer = new_optimizer
+        if trainer.lr_scheduler is not None:
+            trainer.lr_scheduler = continue_scheduler(trainer.lr_scheduler, growth.old_optimizers, new_optimizer)
+        self.plan = growth.plan
+        logger.info("growth_ops: GrowthCallback grew the model at step %d", trainer.state.global_step)
+
+
+def _save_checkpoint(trainer: Trainer) -> str:
+    """Save the trainer's (grown) state as the checkpoint of its current step; returns its folder.
+
+    Trainer writes checkpoints (model, optimizer, scheduler, RNG, trainer state, under FSDP sharded) only from
+    inside its loop, through `_save_checkpoint`; no public call saves all of them, so this private one is used,
+    here only.
+    """
+    trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+    trainer.accelerator.wait_for_everyone()
+    return os.path.join(trainer.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+
+
+def _is_distributed(args: Any) -> bool:
+    return getattr(args, "world_size", 1) > 1 or PartialState().distributed_type != DistributedType.NO

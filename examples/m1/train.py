@@ -3,6 +3,8 @@
     accelerate launch examples/m1/train.py --config examples/m1/smoke.yaml          # CPU, about a minute
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 examples/m1/train.py \
         --config examples/m1/smoke.yaml                          # 2 CPU processes (DDP over gloo)
+    ACCELERATE_USE_CPU=true accelerate launch --config_file examples/m1/fsdp.yaml --num_processes 2 \
+        examples/m1/train.py --config examples/m1/smoke.yaml     # 2 CPU processes sharded (FSDP2 over gloo)
     accelerate launch --mixed_precision bf16 examples/m1/train.py --config examples/m1/m1.yaml
 
 Phases come from the config: train the base for `growth.at_step` optimizer steps, grow it as `growth.spec`
@@ -37,6 +39,7 @@ from mtlm_recipes.flops import flops_per_token
 from mtlm_recipes.m1.checkpoints import complete_checkpoints, read_state, save_checkpoint
 from mtlm_recipes.m1.config import TrainingConfig, build_model_config, load_config
 from mtlm_recipes.m1.data import BlockSampler, load_training_data
+from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu, save_trained_model
 from mtlm_recipes.progress import show_step, training_bar
 from mtlm_recipes.training_log import log_step, write_training_metadata
 
@@ -113,6 +116,7 @@ def main() -> None:
         log_with="tensorboard" if is_tensorboard_available() else None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
+    enable_fsdp_on_cpu(accelerator)  # an FSDP config on CPU processes (ACCELERATE_USE_CPU) shards as on GPUs
     tokenizer = mtlm_hf.mistral_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token  # as the original: no pad token of its own
     with accelerator.main_process_first():  # the others then read the tokenized blocks from the datasets cache
@@ -213,8 +217,7 @@ def main() -> None:
         accelerator.print(f"stopped after step {end_step}; the same command without --stop-after resumes the run")
         accelerator.end_training()
         return
-    final = accelerator.unwrap_model(model)
-    final.save_pretrained(out / "final", is_main_process=accelerator.is_main_process, save_function=accelerator.save)
+    final = save_trained_model(accelerator, model, out / "final")
     if accelerator.is_main_process:
         tokenizer.save_pretrained(out / "final")
         growth = None

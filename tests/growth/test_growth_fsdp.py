@@ -1,61 +1,45 @@
-"""The strong test of growth under FSDP2: 2 sharded processes that grow mid-run train as 1 process does.
+"""The strong tests of growth under FSDP2: 2 sharded processes that grow mid-run train as 1 process does,
+and a run saved with Accelerate's sharded `save_state` before and after growth resumes to the same losses,
+on another number of processes too.
 
 tests/scripts/fsdp_growth.py trains a tiny MTLM for 5 optimizer steps, grows it 2 -> 4 layers with
 `grow_prepared` after step 2, and dumps losses, learning rates and the final parameters. It runs once
 under `accelerate launch --config_file examples/m1/fsdp.yaml --num_processes 2` (FSDP2, gloo on CPU),
 once in 1 plain process, on the same global batches. In fp32 the two differ only by the order of
 floating-point sums (FSDP reduce-scatters the ranks' gradients): losses within 1e-5, parameters
-within 1e-5 absolute.
+within 1e-5 absolute. The resumed pieces change the world size, so the same tolerance holds for them.
 """
 
-import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from scripts._launch import ROOT, accelerate_launch, launch
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "scripts" / "fsdp_growth.py"
-
-
-def _run(command: list[str], out: Path) -> None:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "HF_HOME": str(out / "hf_home"),  # no user accelerate config file
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(
-        [*command, str(SCRIPT), str(out)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp_growth")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "examples/m1/fsdp.yaml")]
-    _run([*launch, "--num_processes", "2", "--main_process_port", str(port)], out)
-    _run([sys.executable], out)
-    return load_file(out / "world2.safetensors"), load_file(out / "world1.safetensors")
+    launch(accelerate_launch(2, fsdp=True), SCRIPT, str(out), home=out / "hf_home")
+    launch([sys.executable], SCRIPT, str(out), home=out / "hf_home")
+    return load_file(out / "world2_from0.safetensors"), load_file(out / "world1_from0.safetensors")
+
+
+@pytest.fixture(scope="module")
+def pieces(tmp_path_factory):
+    """The same run in three pieces, each resumed from the sharded state the one before saved:
+    2 processes save after step 1 (before growth); 1 FSDP process resumes, grows at step 2 and saves
+    after step 3; 2 processes resume the grown model and finish."""
+    out = tmp_path_factory.mktemp("fsdp_resume")
+    launch(accelerate_launch(2, fsdp=True), SCRIPT, str(out), "--stop-after", "1", home=out / "hf_home")
+    launch(accelerate_launch(1, fsdp=True), SCRIPT, str(out), "--resume", "--stop-after", "3", home=out / "hf_home")
+    launch(accelerate_launch(2, fsdp=True), SCRIPT, str(out), "--resume", home=out / "hf_home")
+    return [load_file(out / f"{name}.safetensors") for name in ("world2_from0", "world1_from1", "world2_from3")]
 
 
 def test_the_model_grew_and_stayed_sharded(runs):
@@ -81,3 +65,15 @@ def test_parameters_after_training_match_one_process(runs):
     assert any(".layers.3." in n for n in names)
     for name in names:
         torch.testing.assert_close(sharded[name], single[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_resumes_across_growth_and_world_sizes_as_the_uninterrupted_run(runs, pieces):
+    whole, _ = runs
+    assert [int(p["num_layers"]) for p in pieces] == [2, 4, 4]
+    assert int(pieces[2]["sharded"]) == 2  # the grown model, loaded from 1 process's shards, is sharded over 2
+    losses = torch.cat([p["losses"] for p in pieces])
+    assert losses.numel() == whole["losses"].numel() == 10
+    torch.testing.assert_close(losses, whole["losses"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat([p["lr"] for p in pieces]), whole["lr"], rtol=0, atol=0)
+    for name in (k for k in whole if k.startswith("param.")):
+        torch.testing.assert_close(pieces[2][name], whole[name], rtol=0, atol=1e-5, msg=name)

@@ -3,14 +3,15 @@
 import gzip
 import hashlib
 import json
+import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from scripts._launch import accelerate_launch, launch
 
 from mtlm_recipes.cards import load_training_metadata
 from mtlm_recipes.m1.checkpoints import STATE_FILE, complete_checkpoints
@@ -175,43 +176,21 @@ def test_incomplete_checkpoint_is_never_resumed_from(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_run_grows_and_exports(tmp_path, small_corpus):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_process_run_grows_and_exports(tmp_path, small_corpus, engine):
+    # FSDP: `ACCELERATE_USE_CPU=true accelerate launch --config_file examples/m1/fsdp.yaml --num_processes 2`.
     config = write_config(tmp_path / "run.yaml", small_corpus, **{"training.total_steps": 8, "growth.at_step": 4})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",  # with --multi_gpu: torchrun, a gloo group on CPU
-        "HF_HOME": str(tmp_path / "hf_home"),  # no user accelerate config file
-    }
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += [
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(port),
-    ]
     out = tmp_path / "out"
-    result = subprocess.run(
-        [*launch, str(TRAIN), "--config", str(config), "--output-dir", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    command = accelerate_launch(2, fsdp=engine == "fsdp")
+    result = launch(command, TRAIN, "--config", str(config), "--output-dir", str(out), home=tmp_path / "hf_home")
     assert "grew to 4 layers" in result.stdout
     assert sorted(losses(out)) == list(range(1, 9))
-    assert json.loads((out / "final" / "config.json").read_text())["num_hidden_layers"] == 4
+    assert all(math.isfinite(loss) for loss in losses(out).values())
+    final = json.loads((out / "final" / "config.json").read_text())
+    assert final["num_hidden_layers"] == 4
+    # Saved as the plain model class, not as the FSDP2 subclass with torch's FSDP files for custom code.
+    assert final["auto_map"]["AutoModelForCausalLM"] == "modeling_mtlm.MTLMForCausalLM"
+    assert not list((out / "final").glob("_fsdp*"))
 
 
 @pytest.mark.slow

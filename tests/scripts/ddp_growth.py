@@ -2,8 +2,7 @@
 
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tests/scripts/ddp_growth.py OUT_DIR
 
-(`--cpu --num_processes 2` starts a single process in accelerate 1.15: its CPU launcher needs mpirun.
-`--multi_gpu` goes through torchrun, and `ACCELERATE_USE_CPU` makes that a gloo CPU process group.)
+(tests/scripts/_launch.py says why this form.)
 
 The loop is examples/m1/train.py's (gradient accumulation, scheduler stepped once per optimizer step,
 AdamW with a weight-decay split, transformers' cosine schedule). Each rank draws different tokens, so
@@ -23,19 +22,12 @@ import sys
 from pathlib import Path
 
 import torch
+from _tiny_training import ACCUM, GROW_AT, NEW_LAYERS, SPEC, TOTAL_STEPS, optimizer_and_schedule, tiny_model
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
-import mtlm_hf
-from growth_ops import GrowthSpec, grow_prepared
-
-GROW_AT = 2  # optimizer steps before growth
-TOTAL_STEPS = 5
-ACCUM = 2  # micro-batches per optimizer step
-NEW_LAYERS = ("model.layers.2.", "model.layers.3.")  # stack 2 -> 4: layers 2 and 3 are new
+from growth_ops import grow_prepared
 
 
 def main() -> None:
@@ -43,26 +35,17 @@ def main() -> None:
     accelerator = Accelerator(gradient_accumulation_steps=ACCUM, step_scheduler_with_optimizer=False)
     if accelerator.distributed_type != DistributedType.MULTI_CPU or accelerator.num_processes != 2:
         raise SystemExit(f"needs 2 CPU processes, got {accelerator.num_processes} ({accelerator.distributed_type})")
-    torch.manual_seed(0)
-    config = mtlm_hf.MTLMConfig.from_preset("m1-tiny")
-    model = AutoModelForCausalLM.from_config(config)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=1e-2,
-        betas=(0.9, 0.95),
-    )
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 1, TOTAL_STEPS, min_lr_rate=0.1)
+    model = tiny_model()
+    optimizer, scheduler = optimizer_and_schedule(model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     tokens = torch.Generator().manual_seed(1000 + accelerator.process_index)  # different data on every rank
+    vocab = accelerator.unwrap_model(model).config.vocab_size
 
     dump, losses = {}, []
     for step in range(TOTAL_STEPS):
-        batches = [torch.randint(0, config.vocab_size, (4, 16), generator=tokens) for _ in range(ACCUM)]
+        batches = [torch.randint(0, vocab, (4, 16), generator=tokens) for _ in range(ACCUM)]
         if step == GROW_AT:
-            spec = GrowthSpec(depth=2, depth_method="stack")
-            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, spec)
+            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, SPEC)
             dump.update({f"grown.{n}": p.detach().clone() for n, p in _new_parameters(accelerator, model)})
             with accelerator.no_sync(model):
                 for ids in batches:
