@@ -1,4 +1,4 @@
-"""Grow the depth of any Transformers decoder, in memory, on disk or mid-training, and leave it whole.
+"""Grow the depth and width of any Transformers decoder, in memory, on disk or mid-training, and leave it whole.
 
 ```python
 from growth_ops import GrowthSpec, grow
@@ -9,6 +9,8 @@ model = grow(model, GrowthSpec(num_layers=20, depth_method="interleave"))
 model = grow(model, GrowthSpec(depth=2, depth_method="identity"))  # function-preserving insert
 model = grow(model, GrowthSpec(depth_method="dus", overlap=8))  # SOLAR depth up-scaling
 model = grow_depth(model, factor=2)  # keyword shortcut for grow(model, GrowthSpec(depth=2))
+model = grow(model, GrowthSpec(width=2))  # hidden, heads and KV heads x2, head_dim kept: exactly the same function
+model = grow(model, GrowthSpec(width=2, intermediate=3, depth=2, width_noise=1e-3))  # width, then depth
 print(GrowthSpec(depth=2, depth_method="interleave").plan_depth(12))  # the plan, without a model
 grow_checkpoint("tinyllama", "tinyllama-x2", spec)  # on disk, one tensor in memory at a time
 ```
@@ -18,7 +20,9 @@ Spec (`spec`: how to grow, a value) -> data (`anatomy`: where the layers and per
 `in_memory` ties spec, anatomy and plan together). Mid-training growth: `optim` (optimizer state by
 name), `schedule` (LR re-warm), `midrun` (the shared core), `accelerate_growth` (`grow_prepared`),
 `callback` (`GrowthCallback`). `checkpoint` grows a safetensors checkpoint on disk through the same
-`rules` (`grow_checkpoint`, and the `mtlm-grow` command in `cli`).
+`rules` (`grow_checkpoint`, and the `mtlm-grow` command in `cli`). Width: `width` (the plan of a
+model and its application in memory), `width_rules` (the per-tensor rules both sinks share) and
+`width_checkpoint` (the on-disk driver).
 
 Names are imported when first used (PEP 562), so `import growth_ops` loads neither torch nor
 accelerate, and `GrowthSpec` and `plan_depth` work without torch installed.
@@ -53,6 +57,8 @@ _EXPORTS = {
     "rewarm_schedule": "schedule",
     "grow_prepared": "accelerate_growth",
     "GrowthCallback": "callback",
+    "WidthPlan": "width",
+    "plan_width": "width",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,17 +1,21 @@
 """Grow a safetensors checkpoint on disk, one tensor at a time, without ever building the model.
 
 The source is read lazily with `safetensors.safe_open`; the model exists only as a skeleton on the
-meta device (no memory), built from `config.json` so that the anatomy, the plan and the grown config
-come from exactly the code `grow` runs in memory: `apply_plan` is applied to the skeleton, and
-every tensor is copied by the rules of `growth_ops.rules`. Shards are streamed to disk, so memory
+meta device (no memory), built from `config.json` so that the anatomy, the plans and the grown config
+come from exactly the code `grow` runs in memory: `apply_width` and `apply_plan` are applied to the
+skeleton, and every tensor is copied by the rules of `growth_ops.rules` and grown in width by those of
+`growth_ops.width_rules` (`growth_ops.width_checkpoint`). Shards are streamed to disk, so memory
 holds one tensor at a time whatever the model or shard size, and the result is written to a
 temporary sibling folder that is renamed into place only once complete.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
+import math
 import shutil
 import tempfile
 import uuid
@@ -41,6 +45,8 @@ from .in_memory import plan_growth
 from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
 from .spec import GrowthSpec, check_spec
+from .width import apply_width, plan_width
+from .width_checkpoint import DiskWidth, plan_disk_width, write_widened_shards
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ class CheckpointGrowth:
         total_parameters (`int`): Parameters of the grown model (tied ones counted once).
         dropped (`tuple[str, ...]`): Source tensors not written: aliases of a tied weight.
         copied_files (`tuple[str, ...]`): Source files copied unchanged (code, tokenizer, generation config).
+        width (`DiskWidth`, *optional*): How the stored tensors grow in width, when the spec widens.
     """
 
     source: Path
@@ -77,6 +84,7 @@ class CheckpointGrowth:
     total_parameters: int
     dropped: tuple[str, ...] = ()
     copied_files: tuple[str, ...] = ()
+    width: DiskWidth | None = None
 
     @property
     def total_size(self) -> int:
@@ -91,6 +99,10 @@ class CheckpointGrowth:
             str(self.plan),
             f"grown: {self.plan.num_layers} layers, {len(self.tensors)} tensors, {sizes}",
         ]
+        if self.width:
+            lines.insert(
+                -1, f"width: hidden and heads x{self.width.plan.factor}, intermediate x{self.width.plan.intermediate}"
+            )
         if self.dropped:
             lines.append(f"not written (tied to another weight): {', '.join(self.dropped)}")
         lines.append(f"copied unchanged: {', '.join(self.copied_files) or 'nothing'}")
@@ -146,6 +158,12 @@ def plan_checkpoint_growth(
         anatomy, growth_plan = discover_anatomy(skeleton), plan
     layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source)
     dropped = _tied_aliases(skeleton, set(weight_map))
+    width = None
+    if spec is not None and spec.grows_width:
+        # Width first, as `grow` does: the depth copies are copies of widened layers.
+        width_plan, unwidened = plan_width(skeleton, spec, anatomy), copy.deepcopy(skeleton)
+        apply_width(skeleton, width_plan, anatomy)
+        width = plan_disk_width(width_plan, unwidened, copy.deepcopy(skeleton), weight_map, dropped)
     # The one application point: the skeleton is grown by the same code as a model in memory, so the grown
     # config (layer count, per-layer and index lists) and every check on the plan are the same.
     apply_plan(skeleton, growth_plan, anatomy=anatomy)
@@ -156,6 +174,8 @@ def plan_checkpoint_growth(
         name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
         for name, (source_name, zeroed) in sources.items()
     }
+    if width is not None:
+        tensors = {name: _widened(tensor, width.shapes) for name, tensor in tensors.items()}
     return CheckpointGrowth(
         source=source,
         anatomy=anatomy,
@@ -167,7 +187,14 @@ def plan_checkpoint_growth(
         total_parameters=skeleton.num_parameters(),
         dropped=tuple(sorted(dropped)),
         copied_files=tuple(_files_to_copy(source)),
+        width=width,
     )
+
+
+def _widened(tensor: TensorCopy, shapes: dict[str, tuple[int, ...]]) -> TensorCopy:
+    shape = shapes.get(tensor.source_name, tensor.shape)
+    itemsize = tensor.nbytes // max(1, math.prod(tensor.shape))
+    return dataclasses.replace(tensor, shape=shape, nbytes=math.prod(shape) * itemsize)
 
 
 def grow_checkpoint(
@@ -181,7 +208,7 @@ def grow_checkpoint(
     overwrite: bool = False,
     progress: bool = False,
 ) -> CheckpointGrowth:
-    """Grow the depth of a safetensors checkpoint on disk, with memory bounded by its largest tensor.
+    """Grow a safetensors checkpoint on disk (depth, width or both), with memory bounded by its largest tensor.
 
     The result equals, tensor for tensor and in its config, `grow` on the loaded model followed
     by `save_pretrained`: the same plan, per-layer config lists, identity init and tied embeddings.
@@ -358,6 +385,9 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
     # After the config: the source's code files are the ones its auto_map names, not a copy of the installed package.
     for name in growth.copied_files:
         shutil.copy2(growth.source / name, folder / name)
+    if growth.width is not None:
+        write_widened_shards(folder, growth, progress)
+        return
     write_shards(
         folder,
         growth.source,

@@ -1,6 +1,7 @@
-"""`mtlm-grow`: grow the depth of a checkpoint on disk, with memory bounded by its largest tensor.
+"""`mtlm-grow`: grow a checkpoint on disk in depth and width, with memory bounded by its largest tensor.
 
     mtlm-grow SRC DST --depth 2 --method stack
+    mtlm-grow SRC DST --width 2 --intermediate 3 --depth 2 --width-noise 1e-3 --seed 0
     mtlm-grow SRC DST --method identity --positions 3,7,11 --dry-run
     mtlm-grow SRC DST --spec growth.json          # a GrowthSpec written by GrowthSpec.to_json()
     python -m growth_ops.cli SRC DST --layer-map 0,1,2,1,2,3 --max-shard-size 5GB
@@ -31,6 +32,10 @@ _SPEC_FLAGS = {
     "layer_map": "layer_map",
     "overlap": "overlap",
     "positions": "positions",
+    "width": "width",
+    "intermediate": "intermediate",
+    "width_noise": "width_noise",
+    "seed": "seed",
 }
 
 
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = _OneLineParser(
         prog=_PROG,
-        description="Grow the depth of a Transformers safetensors checkpoint on disk (growth_ops.grow_checkpoint).",
+        description="Grow a Transformers safetensors checkpoint on disk in depth and width (growth_ops.grow_checkpoint).",
         epilog=f"Example: {_PROG} ./tinyllama ./tinyllama-x2 --depth 2 --method stack",
     )
     parser.add_argument("src", help="checkpoint folder written by save_pretrained (config.json + safetensors)")
@@ -85,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     growth.add_argument("--overlap", type=int, help="dus: layers dropped from each of the two copies")
     growth.add_argument("--positions", type=_int_list, help="identity: the source layer each inserted copy follows")
+    growth.add_argument("--width", type=int, help="width factor: hidden size, attention and KV heads x N (exact)")
+    growth.add_argument(
+        "--intermediate", type=int, help="factor of the MLP and experts' intermediate sizes (default: --width)"
+    )
+    growth.add_argument(
+        "--width-noise", type=float, help="symmetry breaking: noise that cancels across copies (e.g. 1e-3)"
+    )
+    growth.add_argument("--seed", type=int, help="seed of --width-noise (default 0)")
     parser.add_argument(
         "--max-shard-size", type=_size, help="largest output file, e.g. 500MB (default: grow_checkpoint's, 2GB)"
     )

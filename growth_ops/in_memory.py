@@ -1,4 +1,4 @@
-"""Grow a model in memory: a `GrowthSpec` resolved against the model's anatomy, then `apply_plan`."""
+"""Grow a model in memory: a `GrowthSpec` resolved against the model's anatomy, then `apply_width` and `apply_plan`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .anatomy import DecoderAnatomy, discover_anatomy
 from .apply import apply_plan
 from .plan import GrowthPlan
 from .spec import GrowthSpec, check_spec
+from .width import apply_width, plan_width
 
 
 def grow(
@@ -17,12 +18,16 @@ def grow(
 ) -> nn.Module:
     """Grow a decoder in place as `spec` says, and leave it whole.
 
+    Width first (`growth_ops.width`: exact, checked on a few tokens), then depth (`apply_plan`): the
+    depth copies are copies of the widened layers, as growth on disk makes them. If either step fails,
+    the model is left as it was.
+
     Args:
         model (`nn.Module`): Any Transformers decoder, or a module holding a list of blocks.
         spec (`GrowthSpec`): How to grow.
         freeze_source_layers (`bool`, *optional*, defaults to `False`): Leave only the new layers
             trainable (LLaMA-Pro): every other parameter, embeddings and head included, gets
-            `requires_grad=False`.
+            `requires_grad=False`. Needs depth growth (width growth adds no layers).
         layers_attr (`str`, *optional*): Dotted path of the layer list, for models growth_ops cannot
             read (a plain `nn.Module`: `"blocks"`).
 
@@ -39,10 +44,25 @@ def grow(
     ```python
     >>> from growth_ops import GrowthSpec, grow
     >>> model = grow(model, GrowthSpec(depth=2))  # [0..L-1, 0..L-1]
+    >>> model = grow(model, GrowthSpec(width=2, depth=2))  # hidden and heads x2, then [0..L-1, 0..L-1]
     ```
     """
     anatomy, plan = plan_growth(model, spec, layers_attr=layers_attr)
-    return apply_plan(model, plan, anatomy=anatomy, freeze_source_layers=freeze_source_layers)
+    if freeze_source_layers and not spec.grows_depth:
+        raise ValueError(
+            "freeze_source_layers leaves only the new layers trainable, and this spec adds no layers: "
+            "drop freeze_source_layers, or grow depth too."
+        )
+    if not spec.grows_width:
+        return apply_plan(model, plan, anatomy=anatomy, freeze_source_layers=freeze_source_layers)
+    undo = apply_width(model, plan_width(model, spec, anatomy), anatomy)
+    if not spec.grows_depth:
+        return model
+    try:
+        return apply_plan(model, plan, anatomy=anatomy, freeze_source_layers=freeze_source_layers)
+    except BaseException:
+        undo.undo()
+        raise
 
 
 def grow_depth(
@@ -109,10 +129,11 @@ def grow_depth(
 def plan_growth(
     model: nn.Module, spec: GrowthSpec, layers_attr: str | None = None
 ) -> tuple[DecoderAnatomy, GrowthPlan]:
-    """The anatomy of `model` and the plan `grow` would apply to it, without touching the model.
+    """The anatomy of `model` and the depth plan `grow` would apply to it, without touching the model.
 
     Callers that must follow the plan elsewhere (optimizer state, a checkpoint on disk) use this and
-    then `apply_plan`.
+    then `apply_plan`. A width-only spec gives the plan that keeps every layer; its width part is
+    resolved by `growth_ops.width.plan_width`.
 
     Args:
         model (`nn.Module`): As in `grow`.

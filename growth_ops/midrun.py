@@ -23,7 +23,7 @@ from .in_memory import plan_growth
 from .optim import OPTIMIZER_STATES, check_choice, grow_optimizer_state
 from .rules import split_layer_name
 from .schedule import continue_scheduler
-from .spec import GrowthSpec
+from .spec import GrowthSpec, check_spec
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class TrainingGrowth:
 
     Raises:
         ValueError: If `optimizer_state` is unknown, the optimizer holds tensors that are not the
-            model's parameters, or the spec does not fit the model.
+            model's parameters, the spec does not fit the model, or it grows width (not done mid-training yet).
         TypeError: If `spec` is not a `GrowthSpec`, or the optimizer class cannot be rebuilt from its
             param groups and defaults.
     """
@@ -66,6 +66,14 @@ class TrainingGrowth:
         old_optimizers: tuple[Any, ...] = (),
     ) -> None:
         check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)
+        if check_spec(spec).grows_width:
+            # Widened weights need their Adam moments split like the weights: not mapped yet, so refuse
+            # rather than silently train with the moments of the narrow model.
+            raise ValueError(
+                f"{spec} grows width, which growth in the middle of training does not do yet (the optimizer moments "
+                "of widened weights are not mapped): grow the checkpoint between runs (grow / grow_checkpoint), "
+                "or grow depth only here."
+            )
         self.model, self.optimizer = model, optimizer
         self.optimizer_state, self.freeze_source_layers = optimizer_state, freeze_source_layers
         self.anatomy, self.plan = plan_growth(model, spec, layers_attr=layers_attr)

@@ -3,7 +3,8 @@
 Every entry point takes a spec (`grow`, `grow_depth`, `grow_checkpoint`, `grow_prepared`,
 `GrowthCallback`, `mtlm-grow --spec`), so one growth is written once, logged as JSON beside a run
 and re-applied anywhere. A spec describes a growth for any model; `plan_depth(num_layers)` or
-`resolve(model)` turns it into the `GrowthPlan` of one model.
+`resolve(model)` turns its depth part into the `GrowthPlan` of one model, and `growth_ops.width`
+resolves its width part.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .plan import GrowthPlan, check_depth_request, plan_depth
 
 # Names of the older keyword API, pointed at their spec field in the unknown-key error.
 _RENAMED = {"factor": "depth", "method": "depth_method", "new_num_layers": "num_layers"}
+_DEPTH_FIELDS = ("depth", "num_layers", "depth_method", "layer_map", "overlap", "positions")
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,13 @@ class GrowthSpec:
     """How a model grows, independent of any one model: frozen, hashable and JSON-round-trippable.
 
     Depth growth is given by `depth` (a factor) or `num_layers` (the grown count), or by the
-    method's own field (`layer_map`, `positions`, `overlap`). The combination is checked when the
-    spec is built; what depends on the model (a factor that gives a whole number of its layers,
-    layer indices in range) is checked when it is resolved against one.
+    method's own field (`layer_map`, `positions`, `overlap`). Width growth by `width`, an integer
+    factor of the hidden size and of the attention and KV heads (head_dim is kept), which also
+    multiplies the MLP's and MoE experts' intermediate sizes unless `intermediate` says otherwise
+    (see `growth_ops.width`). Width is grown first, then depth, so the grown model is the same
+    whichever way one thinks of it. The combination is checked when the spec is built; what depends
+    on the model (a factor that gives a whole number of its layers, layer indices in range, an
+    architecture that can widen exactly) is checked when it is resolved against one.
 
     Args:
         depth (`float`, *optional*): Depth factor; 2 doubles the layers. For `"dus"` the number of
@@ -37,6 +43,13 @@ class GrowthSpec:
         layer_map (`tuple[int, ...]`, *optional*): `"explicit"`: source layer of every grown layer.
         overlap (`int`, *optional*): `"dus"`: layers dropped from each of the two copies.
         positions (`tuple[int, ...]`, *optional*): `"identity"`: the source layer each inserted copy follows.
+        width (`int`, *optional*): Width factor: hidden size, attention heads and KV heads times `width`.
+        intermediate (`int`, *optional*, defaults to `width`): Factor of the MLP's (and MoE experts')
+            intermediate size; may be given without `width` to grow the MLPs alone.
+        width_noise (`float`, *optional*): Symmetry breaking: standard deviation, relative to each weight's
+            own, of noise that cancels across the copies of its input, so the function is kept exactly
+            while the copies stop receiving equal gradients (without it they train identically).
+        seed (`int`, *optional*, defaults to 0): Seed of the `width_noise`.
 
     Raises:
         ValueError: If the fields cannot describe a growth (a field of another method, no grown
@@ -52,6 +65,8 @@ class GrowthSpec:
     (0, 0, 1, 1)
     >>> GrowthSpec.from_json(spec.to_json()) == spec
     True
+    >>> print(GrowthSpec(width=2, depth=2, width_noise=1e-3))
+    GrowthSpec(depth x2, stack, width x2, width noise 0.001, seed 0)
     ```
     """
 
@@ -61,6 +76,10 @@ class GrowthSpec:
     layer_map: tuple[int, ...] | None = None
     overlap: int | None = None
     positions: tuple[int, ...] | None = None
+    width: int | None = None
+    intermediate: int | None = None
+    width_noise: float | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         # JSON and callers give lists; a frozen, hashable value needs tuples.
@@ -71,12 +90,31 @@ class GrowthSpec:
         if all(getattr(self, f.name) is None for f in fields(self)):
             raise ValueError(
                 "This GrowthSpec grows nothing: give `depth` (a factor such as 2) or `num_layers` (the grown count), "
-                "or a method's own field (`layer_map`, `positions`, `overlap`)."
+                "or a method's own field (`layer_map`, `positions`, `overlap`), or `width` (a factor such as 2)."
             )
-        check_depth_request(**self._depth_arguments())
+        if self.grows_depth:
+            check_depth_request(**self._depth_arguments())
+        self._check_width()
+
+    @property
+    def grows_depth(self) -> bool:
+        """Whether the spec changes the number of layers."""
+        return any(getattr(self, name) is not None for name in _DEPTH_FIELDS)
+
+    @property
+    def grows_width(self) -> bool:
+        """Whether the spec changes the hidden or the intermediate size."""
+        return (self.width or 1) != 1 or (self.intermediate or self.width or 1) != 1
+
+    @property
+    def intermediate_factor(self) -> int:
+        """Factor of the intermediate sizes: `intermediate`, else `width`, else 1."""
+        return self.intermediate or self.width or 1
 
     def plan_depth(self, num_layers: int) -> GrowthPlan:
         """The depth plan of this spec for a model of `num_layers` layers. Pure: no model, no torch.
+
+        A spec without depth fields (width only) keeps every layer: the plan maps layer `i` to `i`.
 
         Args:
             num_layers (`int`): Number of layers of the source model.
@@ -87,6 +125,8 @@ class GrowthSpec:
         Raises:
             ValueError: If the spec does not fit a model of that depth (see `growth_ops.plan_depth`).
         """
+        if not self.grows_depth:
+            return GrowthPlan(num_layers, tuple(range(num_layers)), ("copy",) * num_layers)
         return plan_depth(num_layers, **self._depth_arguments())
 
     def resolve(self, model_or_anatomy: Any) -> GrowthPlan:
@@ -178,12 +218,39 @@ class GrowthSpec:
             parts.append(f"depth x{self.depth:g}")
         if self.num_layers is not None:
             parts.append(f"{self.num_layers} layers")
-        parts.append(check_depth_request(**self._depth_arguments()))  # the method, default filled in
+        if self.grows_depth:
+            parts.append(check_depth_request(**self._depth_arguments()))  # the method, default filled in
         for name in ("layer_map", "positions", "overlap"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={list(value) if isinstance(value, tuple) else value}")
+        if self.width is not None:
+            parts.append(f"width x{self.width}")
+        if self.intermediate is not None:
+            parts.append(f"intermediate x{self.intermediate}")
+        if self.width_noise is not None:
+            parts.append(f"width noise {self.width_noise:g}, seed {self.seed or 0}")
         return f"GrowthSpec({', '.join(parts)})"
+
+    def _check_width(self) -> None:
+        for name in ("width", "intermediate"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                hint = " (non-integer widths are not grown: they cannot keep the function exactly)" * isinstance(
+                    value, float
+                )
+                raise ValueError(f"`{name}` must be an integer factor >= 1 (1 keeps the size), got {value!r}{hint}.")
+        noise = self.width_noise
+        if noise is not None and (isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0):
+            raise ValueError(f"`width_noise` must be a number >= 0 (relative to each weight's std), got {noise!r}.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if (noise is not None or self.seed is not None) and not self.grows_width:
+            raise ValueError(
+                "`width_noise` and `seed` break the symmetry of width copies: give `width` (or `intermediate`) > 1 too."
+            )
+        if self.seed is not None and noise is None:
+            raise ValueError("`seed` seeds the `width_noise`: give `width_noise` too, e.g. width_noise=1e-3.")
 
     def _depth_arguments(self) -> dict[str, Any]:
         return {

@@ -158,6 +158,8 @@ def test_cli_grows_a_custom_code_checkpoint_only_with_trust_remote_code(tmp_path
         (["--spec", "typo.json"], "Unknown growth spec key 'dpeth': did you mean 'depth'?"),
         (["--layer-map", "0,one"], "expected comma-separated layer indices"),
         (["--depht", "2"], "unrecognized arguments: --depht"),
+        (["--width", "1.5"], "argument --width: invalid int value"),
+        (["--depth", "2", "--width-noise", "1e-3"], "give `width` (or `intermediate`) > 1 too"),
     ],
 )
 def test_cli_argument_mistakes_print_one_line_and_exit_2(flags, what, tmp_path):
@@ -191,3 +193,15 @@ def test_cli_spec_file_grows_as_grow_does_in_memory(tmp_path, capsys):
     assert str(spec.plan_depth(3)) in capsys.readouterr().out
     grow(model, spec).save_pretrained(tmp_path / "memory")
     assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
+
+
+def test_cli_grows_width_and_depth_as_grow_does_in_memory(tmp_path):
+    model = save_llama(tmp_path / "src")
+    flags = ["--width", "2", "--intermediate", "3", "--depth", "2", "--width-noise", "1e-3", "--seed", "1"]
+    result = mtlm_grow("src", "dst", *flags, "--max-shard-size", "200KB", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "width: hidden and heads x2, intermediate x3" in result.stdout
+    grow(model, GrowthSpec(width=2, intermediate=3, depth=2, width_noise=1e-3, seed=1))
+    model.save_pretrained(tmp_path / "memory")
+    assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
+    assert json.loads((tmp_path / "dst" / "config.json").read_text())["hidden_size"] == 64

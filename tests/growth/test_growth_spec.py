@@ -18,6 +18,9 @@ ALL_SPECS = [
     GrowthSpec(num_layers=20, depth_method="identity"),
     GrowthSpec(depth=1.5),
     GrowthSpec(depth_method="dus", num_layers=48),
+    GrowthSpec(width=2),
+    GrowthSpec(width=2, intermediate=3, depth=2, width_noise=1e-3, seed=7),
+    GrowthSpec(intermediate=2),
 ]
 
 
@@ -72,6 +75,13 @@ def test_unknown_key_without_a_near_field_lists_the_fields():
         (dict(depth_method="stack"), "needs the grown size"),
         (dict(depth_method="grow", depth=2), "Unknown method 'grow'"),
         (dict(depth=2, overlap=1), "`overlap` belongs to method 'dus'"),
+        (dict(width=1.5), "`width` must be an integer factor >= 1 .*non-integer widths are not grown"),
+        (dict(width=0), "`width` must be an integer factor >= 1"),
+        (dict(width=2, intermediate=True), "`intermediate` must be an integer factor"),
+        (dict(width=2, width_noise=-1.0), "`width_noise` must be a number >= 0"),
+        (dict(depth=2, width_noise=1e-3), "give `width` \\(or `intermediate`\\) > 1 too"),
+        (dict(width=2, seed=1), "give `width_noise` too"),
+        (dict(width=2, depth_method="stack"), "needs the grown size"),
     ],
 )
 def test_impossible_specs_fail_when_built(fields, message):
@@ -101,6 +111,15 @@ def test_spec_prints_as_one_readable_line():
     assert str(GrowthSpec(depth=2)) == "GrowthSpec(depth x2, stack)"
     assert str(GrowthSpec(depth_method="identity", positions=(0, 2))) == "GrowthSpec(identity, positions=[0, 2])"
     assert str(GrowthSpec(num_layers=48, depth_method="dus")) == "GrowthSpec(48 layers, dus)"
+    assert str(GrowthSpec(width=2, intermediate=3)) == "GrowthSpec(width x2, intermediate x3)"
+
+
+def test_width_only_spec_keeps_every_layer():
+    spec = GrowthSpec(width=2)
+    assert not spec.grows_depth and spec.grows_width and spec.intermediate_factor == 2
+    assert spec.plan_depth(3).sources == (0, 1, 2) and spec.plan_depth(3).new_positions == ()
+    assert GrowthSpec(width=2, intermediate=3).intermediate_factor == 3
+    assert GrowthSpec(intermediate=2).grows_width
 
 
 def test_entry_points_refuse_anything_but_a_spec():
