@@ -12,7 +12,6 @@ of a few groups at a time, never the model.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,11 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers.core_model_loading import revert_weight_conversion
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
-from mtlm_shards import TensorCopy, _write_shard, open_shard
+from mtlm_shards import TensorCopy, open_shard, write_shards
 
 from .width import WidthPlan
 from .width_rules import TensorRule, grow_tensor
@@ -103,28 +100,19 @@ def plan_disk_width(
 
 
 def write_widened_shards(folder: Path, growth: CheckpointGrowth, progress: bool = False) -> None:
-    """Write the shards of `growth` as `mtlm_shards.write_shards` does, every tensor grown in width as it is read.
-
-    `mtlm_shards.write_shards` stores each tensor as it reads it and has no hook for a transform, so the
-    shard loop here calls its per-file writer (`_write_shard`) with a reader that grows each tensor.
-    """
-    source, tensors, shards, width = growth.source, growth.tensors, growth.shards, growth.width
-    total_size = sum(t.nbytes for t in tensors.values())
-    bar = tqdm(total=total_size, unit="B", unit_scale=True, desc="Growing checkpoint", disable=not progress)
-    with bar, contextlib.ExitStack() as stack:
-        reader = _WidenedReader(width, lambda file: stack.enter_context(open_shard(source / file)))
-        for filename, names in shards.items():
-            bar.set_postfix_str(filename)
-            _write_shard(folder / filename, [tensors[n] for n in names], reader.read, bar.update)
-    if len(shards) > 1:
-        weight_map = {name: filename for filename, names in shards.items() for name in names}
-        metadata = {"total_parameters": growth.total_parameters, "total_size": total_size}
-        index = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2, sort_keys=True)
-        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(index + "\n")
-    for filename, names in shards.items():
-        with open_shard(folder / filename) as handle:
-            if set(handle.keys()) != set(names):
-                raise OSError(f"{folder / filename} does not hold the tensors written to it; the disk may be failing.")
+    """Write the shards of `growth` through `mtlm_shards.write_shards`, every tensor grown in width as it is read."""
+    with contextlib.ExitStack() as stack:
+        reader = _WidenedReader(growth.width, lambda file: stack.enter_context(open_shard(growth.source / file)))
+        write_shards(
+            folder,
+            growth.source,
+            growth.tensors,
+            growth.shards,
+            growth.total_parameters,
+            progress,
+            description="Growing checkpoint",
+            read=reader.read,
+        )
 
 
 class _WidenedReader:

@@ -151,22 +151,26 @@ def write_shards(
     total_parameters: int,
     progress: bool = False,
     description: str = "Writing shards",
+    read: Callable[[TensorCopy], torch.Tensor] | None = None,
 ) -> list[Path]:
     """Write `shards` (and their index when there are several) into `folder`, reading `tensors` from `source`.
 
-    Every file is read back to check it holds what was written. Returns the files written.
+    `read` gives the data of each tensor as it is written (a transform such as width growth); by default the
+    stored tensor, zeroed when its `TensorCopy` says so. Every file is read back to check it holds what was
+    written. Returns the files written.
     """
     total_size = sum(tensor.nbytes for tensor in tensors.values())
     bar = tqdm(total=total_size, unit="B", unit_scale=True, desc=description, disable=not progress)
     with bar, contextlib.ExitStack() as stack:
         handles = {}
 
-        def read(tensor: TensorCopy) -> torch.Tensor:
+        def read_stored(tensor: TensorCopy) -> torch.Tensor:
             if tensor.source_file not in handles:
                 handles[tensor.source_file] = stack.enter_context(open_shard(source / tensor.source_file))
             data = handles[tensor.source_file].get_tensor(tensor.source_name)
             return data.zero_() if tensor.zeroed else data
 
+        read = read or read_stored
         for filename, names in shards.items():
             bar.set_postfix_str(filename)
             _write_shard(folder / filename, [tensors[n] for n in names], read, bar.update)
