@@ -15,7 +15,7 @@ LATEST_BIN := $(LATEST_VENV)/bin
 # The tests cover the JAX path and the evaluation too; the quickstart needs only the training extra.
 EXTRAS ?= dev,jax,eval
 
-.PHONY: install quickstart test test-fast test-zoo test-latest lock lint format clean
+.PHONY: install quickstart m2-mini test test-slow test-zoo test-all test-latest lock lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,18 @@ quickstart: EXTRAS = train
 quickstart: install
 	$(BIN)/python examples/quickstart.py
 
+# `make test` is the everyday suite (under 15 minutes on 2 cores); the marked slower sets (multi-process
+# runs, compiled graphs, trainer and study runs; every decoder of transformers) run in CI after it.
 test: install
-	$(BIN)/python -m pytest -q -m "not zoo"
+	$(BIN)/python -m pytest -q -m "not slow and not zoo"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not zoo"
 
 test-zoo: install
-	$(BIN)/python -m pytest -q -m zoo tests/growth/test_every_decoder.py
+	$(BIN)/python -m pytest -q -m zoo
 
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not zoo"
+test-all: test test-slow test-zoo
 
 # The newest releases our ranges allow (torch stays the CPU build on disk), in .venv-latest.
 test-latest:
@@ -46,7 +50,7 @@ test-latest:
 	$(LATEST_BIN)/pip install "$(TORCH_SPEC)"
 	$(LATEST_BIN)/pip install --upgrade --upgrade-strategy eager "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
 	$(LATEST_BIN)/pip list --format=freeze | grep -iE "^(torch|transformers|accelerate|safetensors|huggingface.hub|peft|jax|flax|lm.eval)=="
-	$(LATEST_BIN)/python -m pytest -q -m "not zoo"
+	$(LATEST_BIN)/python -m pytest -q
 
 # Pin what `make test-latest` installed (run it first, and commit the refresh on its own).
 lock:

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 from scripts._launch import ROOT, accelerate_launch, assert_ranks_agree_and_new_layers_trained, entries, launch
 
+pytestmark = pytest.mark.slow  # two processes through torchrun: 30-50 s on 2 shared cores
+
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):

@@ -76,11 +76,13 @@ def models(request):
     return _models(request.param)
 
 
+@pytest.mark.slow  # compiles graphs of its own: 20-50 s on 2 shared cores
 def test_fast_path_gives_plain_logits_loss_and_gradients_with_padding(models):
     plain, fast = models
     _assert_same_numbers(_train_step(plain), _train_step(fast))
 
 
+@pytest.mark.slow  # compiles graphs of its own: 20-50 s on 2 shared cores
 def test_fast_path_gives_plain_numbers_in_bf16_autocast():
     # One preset, to keep the file fast: autocast does not depend on the MLP or position type.
     plain, fast = _models("m1-tiny")
@@ -167,6 +169,7 @@ def test_an_old_config_with_a_fast_path_loads_plain_with_a_one_time_warning(tmp_
     assert "fast_path" not in json.loads((tmp_path / "resaved" / "config.json").read_text())
 
 
+@pytest.mark.slow  # compiles graphs of its own: 20-50 s on 2 shared cores
 def test_fast_path_loads_as_remote_code_and_gives_plain_logits(tmp_path, run_without_mtlm):
     torch.manual_seed(0)
     plain = MTLMForCausalLM(MTLMConfig.from_preset("m1-tiny"))

@@ -249,6 +249,7 @@ def tinygpt():
     return params, ids, np.asarray(jax.jit(oracle.apply)({"params": params}, jnp.asarray(ids)))
 
 
+@pytest.mark.slow  # builds the original TinyGPT in JAX (shared fixture): 30-45 s on 2 shared cores
 def test_original_tinygpt_tree_has_the_names_and_shapes_of_originals_md(tinygpt):
     params, _, _ = tinygpt
     attention = params["block_1"]["MultiHeadDotProductAttention_0"]
@@ -260,6 +261,7 @@ def test_original_tinygpt_tree_has_the_names_and_shapes_of_originals_md(tinygpt)
     assert params["head"]["kernel"].shape == (32, 99) and params["norm_f"]["scale"].shape == (32,)
 
 
+@pytest.mark.slow  # builds the original TinyGPT in JAX (shared fixture): 30-45 s on 2 shared cores
 @pytest.mark.parametrize("form", ["tree", "train_state_in_orbax", "flat_safetensors"])
 def test_original_tinygpt_imports_with_its_logits(tinygpt, form, tmp_path):
     params, ids, expected = tinygpt
@@ -280,6 +282,7 @@ def test_original_tinygpt_imports_with_its_logits(tinygpt, form, tmp_path):
     assert np.abs(logits - expected).max() <= 1e-4
 
 
+@pytest.mark.slow  # builds the original TinyGPT in JAX (shared fixture): 30-45 s on 2 shared cores
 def test_incomplete_original_tree_is_refused_with_every_problem_named(tinygpt):
     params = jax.tree.map(np.asarray, tinygpt[0])
     params = {**params, "block_1": {k: v for k, v in params["block_1"].items() if k != "Dense_1"}}

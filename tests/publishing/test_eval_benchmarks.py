@@ -13,6 +13,8 @@ from transformers import AutoModelForCausalLM
 
 import mtlm_hf
 
+pytestmark = pytest.mark.slow  # one lm-eval run over every card benchmark: 40-75 s on 2 shared cores
+
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the `eval` extra: pip install -e '.[eval]'")
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -131,6 +131,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # a fresh interpreter: 20-35 s on 2 shared cores
 def test_cli_publishes_and_reports_the_commit(hub, model_folder):
     folder, _ = model_folder
     run = _run_cli(str(folder), "tester/cli-mtlm", "--endpoint", hub.url, "--token", TOKEN)

@@ -15,6 +15,8 @@ import pytest
 
 from mtlm_recipes import compute_matched, growth_speedup
 
+pytestmark = pytest.mark.slow  # trains every arm of the study at a few steps: 25-40 s on 2 shared cores
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "data" / "shakespeare"
 SEEDS = [0, 1]

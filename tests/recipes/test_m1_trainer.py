@@ -137,6 +137,7 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # two trainer runs: 20-35 s on 2 shared cores
 def test_resume_from_another_architecture_is_refused_and_changes_nothing(tmp_path, small_corpus):
     config = write_config(tmp_path / "run.yaml", small_corpus, **{"growth.at_step": None})
     out = tmp_path / "out"
