@@ -11,6 +11,7 @@ temporary sibling folder that is renamed into place only once complete.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -46,7 +47,7 @@ from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
 from .spec import GrowthSpec, check_spec
 from .width import apply_width, plan_width
-from .width_checkpoint import DiskWidth, plan_disk_width, write_widened_shards
+from .width_checkpoint import DiskWidth, plan_disk_width, widened_reader
 
 logger = logging.getLogger(__name__)
 
@@ -385,18 +386,18 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
     # After the config: the source's code files are the ones its auto_map names, not a copy of the installed package.
     for name in growth.copied_files:
         shutil.copy2(growth.source / name, folder / name)
-    if growth.width is not None:
-        write_widened_shards(folder, growth, progress)
-        return
-    write_shards(
-        folder,
-        growth.source,
-        growth.tensors,
-        growth.shards,
-        growth.total_parameters,
-        progress,
-        description="Growing checkpoint",
-    )
+    with contextlib.ExitStack() as stack:
+        read = None if growth.width is None else widened_reader(growth, stack)
+        write_shards(
+            folder,
+            growth.source,
+            growth.tensors,
+            growth.shards,
+            growth.total_parameters,
+            progress,
+            description="Growing checkpoint",
+            read=read,
+        )
 
 
 def _move_into_place(staging: Path, destination: Path, overwrite: bool) -> None:

@@ -14,15 +14,15 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers.core_model_loading import revert_weight_conversion
 
-from mtlm_shards import TensorCopy, open_shard, write_shards
+from mtlm_shards import TensorCopy, open_shard
 
 from .width import WidthPlan
 from .width_rules import TensorRule, grow_tensor
@@ -99,20 +99,13 @@ def plan_disk_width(
     return width
 
 
-def write_widened_shards(folder: Path, growth: CheckpointGrowth, progress: bool = False) -> None:
-    """Write the shards of `growth` through `mtlm_shards.write_shards`, every tensor grown in width as it is read."""
-    with contextlib.ExitStack() as stack:
-        reader = _WidenedReader(growth.width, lambda file: stack.enter_context(open_shard(growth.source / file)))
-        write_shards(
-            folder,
-            growth.source,
-            growth.tensors,
-            growth.shards,
-            growth.total_parameters,
-            progress,
-            description="Growing checkpoint",
-            read=reader.read,
-        )
+def widened_reader(growth: CheckpointGrowth, stack: contextlib.ExitStack) -> Callable[[TensorCopy], torch.Tensor]:
+    """The reader `mtlm_shards.write_shards` calls for each stored tensor: it comes back grown in width.
+
+    The source files it opens stay open until `stack` closes.
+    """
+    reader = _WidenedReader(growth.width, lambda file: stack.enter_context(open_shard(growth.source / file)))
+    return reader.read
 
 
 class _WidenedReader:
