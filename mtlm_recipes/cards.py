@@ -2,9 +2,10 @@
 
 Every number on the card comes from a file: the architecture and parameter count from the model folder
 (`config.json`, safetensors headers), benchmark scores from `mtlm_recipes.eval.benchmarks`' JSON, perplexity
-from `mtlm_recipes.eval.perplexity`'s JSON, and tokens, hardware and time from the training metadata JSON
-(schema in `hub_cards/README.md`; both trainers write it as `training.json`). The templates are
-`hub_cards/templates/` (Jinja2, rendered by `huggingface_hub.ModelCard.from_template`).
+from `mtlm_recipes.eval.perplexity`'s JSON, tokens, hardware and time from the training metadata JSON
+(schema in `hub_cards/README.md`; both trainers write it as `training.json`), and an equal-compute comparison
+from the quickstart's `results.json`. The templates are `hub_cards/templates/` (Jinja2, rendered by
+`huggingface_hub.ModelCard.from_template`).
 """
 
 import json
@@ -20,7 +21,18 @@ from .errors import ConfigError, InputFileError
 # The templates of the checkout (the recipes run from a clone of the repository).
 TEMPLATES = Path(__file__).resolve().parents[1] / "hub_cards" / "templates"
 FAMILIES = {"m1": "MTLM1", "m2": "MTLM2"}
+# The published originals whose cards carry claims that do not hold (../shared/ORIGINALS.md); a card names
+# its original only to say what this run measured instead.
+ORIGINAL_MODELS = {"m1": "MTLM1-200M", "m2": "MTLM2-40M"}
 LOSS_PLOT = "training_loss.png"
+# Where a perplexity JSON does not say what text it scored: the cards' own evaluation, WikiText-2.
+WIKITEXT2 = {
+    "type": "wikitext",
+    "name": "WikiText-2 (raw)",
+    "config": "wikitext-2-raw-v1",
+    "split": "test",
+    "description": "the raw WikiText-2 test text",
+}
 
 # The training metadata JSON: field -> (type, required, meaning). hub_cards/README.md documents the same fields.
 TRAINING_FIELDS: dict[str, tuple[type | tuple[type, ...], bool, str]] = {
@@ -36,6 +48,7 @@ TRAINING_FIELDS: dict[str, tuple[type | tuple[type, ...], bool, str]] = {
     "growth": (dict, False, "{at_step, from_layers, to_layers, method} when the model was grown"),
     "loss_log": (str, False, "JSON lines of {step, loss}, relative to the metadata file"),
     "command": (str, False, "the command that ran the training"),
+    "date": (str, False, "when the run finished, ISO 8601 (e.g. '2026-12-02')"),
 }
 
 # How each lm-eval task is shown; TruthfulQA's two tasks share one dataset, so their metric types differ.
@@ -177,8 +190,14 @@ def benchmark_results(benchmarks: dict) -> tuple[list[EvalResult], list[dict]]:
     return results, rows
 
 
+def perplexity_dataset(perplexity: dict) -> dict:
+    """What the perplexity JSON scored (its `dataset` entry: type, name, config, split, description); WikiText-2 if unsaid."""
+    return {**WIKITEXT2, **perplexity["dataset"]} if "dataset" in perplexity else WIKITEXT2
+
+
 def perplexity_results(perplexity: dict) -> list[EvalResult]:
     """EvalResults for token perplexity, bits per byte and word perplexity, values copied as they are."""
+    dataset = perplexity_dataset(perplexity)
     tokenizer = perplexity["tokenizer"]["name"]
     config = f"sliding window {perplexity['max_length']}, stride {perplexity['stride']}"
     names = {
@@ -190,10 +209,10 @@ def perplexity_results(perplexity: dict) -> list[EvalResult]:
         EvalResult(
             task_type="text-generation",
             task_name="Language modeling",
-            dataset_type="wikitext",
-            dataset_name="WikiText-2 (raw)",
-            dataset_config="wikitext-2-raw-v1",
-            dataset_split="test",
+            dataset_type=dataset["type"],
+            dataset_name=dataset["name"],
+            dataset_config=dataset["config"],
+            dataset_split=dataset["split"],
             metric_type=key,
             metric_name=name,
             metric_value=perplexity[key],
@@ -225,6 +244,25 @@ def plot_loss(loss_log: Path, growth: dict | None, out: Path) -> None:
     plt.close(fig)
 
 
+def measured_and_not(family: str, benchmarks: dict | None, perplexity: dict | None, comparison: dict | None) -> dict:
+    """What this card's run measured, and what the original model's card states that it did not measure."""
+    measured = ["the parameters and architecture (from the weights and config.json)", "the training run (below)"]
+    not_measured = []
+    if benchmarks:
+        measured.append(f"zero-shot accuracy on {len(benchmarks['tasks'])} benchmarks")
+    else:
+        not_measured.append("zero-shot benchmarks")
+    dataset = perplexity_dataset(perplexity) if perplexity else None
+    if dataset:
+        measured.append(f"token perplexity and bits per byte on {dataset['description']}")
+    if dataset is None or dataset["type"] != WIKITEXT2["type"]:
+        not_measured.append("WikiText-2 perplexity")
+    if comparison:
+        measured.append("an equal-compute comparison with the big model from scratch and the small model alone")
+    not_measured.append(f"the original {ORIGINAL_MODELS[family]} itself: none of its card's figures is repeated here")
+    return {"original": ORIGINAL_MODELS[family], "measured": measured, "not_measured": not_measured}
+
+
 def build_card(
     family: str,
     model_dir: Path,
@@ -233,6 +271,8 @@ def build_card(
     benchmarks_path: Path | None = None,
     perplexity_path: Path | None = None,
     out_dir: Path | None = None,
+    comparison_path: Path | None = None,
+    model_name: str | None = None,
 ) -> ModelCard:
     """Fill the family's template and write `README.md` (and the loss plot) into `out_dir`.
 
@@ -244,6 +284,9 @@ def build_card(
         benchmarks_path (`Path`, *optional*): run_benchmarks.py's JSON.
         perplexity_path (`Path`, *optional*): perplexity.py's JSON.
         out_dir (`Path`, *optional*): where README.md goes; defaults to `model_dir`.
+        comparison_path (`Path`, *optional*): a results JSON with a `summary` entry (the quickstart's
+            `results.json`): the runs at equal FLOPs, the regime and the verdict, and the plot beside the card.
+        model_name (`str`, *optional*): the card's title; defaults to the name part of `repo_id`.
 
     Returns:
         `ModelCard`: the card written.
@@ -260,6 +303,12 @@ def build_card(
     training = load_training_metadata(training_path)
     benchmarks = read_json(benchmarks_path, "benchmark results (run_benchmarks.py --out)") if benchmarks_path else None
     perplexity = read_json(perplexity_path, "perplexity results (perplexity.py --out)") if perplexity_path else None
+    comparison = None
+    if comparison_path:
+        results = read_json(comparison_path, "quickstart results (examples/quickstart.py's results.json)")
+        if "summary" not in results:
+            raise ConfigError(f"{comparison_path} has no 'summary' entry: give examples/quickstart.py's results.json.")
+        comparison = results["summary"]
     out_dir = out_dir or model_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -271,7 +320,7 @@ def build_card(
         plot_loss(training_path.parent / training["loss_log"], training.get("growth"), out_dir / LOSS_PLOT)
         loss_plot = LOSS_PLOT
 
-    model_name = repo_id.split("/")[-1]
+    model_name = model_name or repo_id.split("/")[-1]
     card_data = ModelCardData(
         language="en",
         license="mit",
@@ -294,7 +343,10 @@ def build_card(
         benchmarks=benchmarks,
         rows=rows,
         perplexity=perplexity,
+        perplexity_dataset=perplexity_dataset(perplexity) if perplexity else None,
+        comparison=comparison,
         loss_plot=loss_plot,
+        provenance=measured_and_not(family, benchmarks, perplexity, comparison),
     )
     card.save(out_dir / "README.md")
     return card

@@ -10,6 +10,7 @@ model's FLOPs included in a grown run, so runs of different sizes compare at equ
 import math
 import time
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import torch
@@ -19,11 +20,13 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 import mtlm_hf
 from growth_ops import GrowthSpec, grow
+from growth_ops.midrun import TrainingGrowth
 
 from .errors import ConfigError, InputFileError
 from .flops import flops_per_token
 from .packing import pack_texts
 from .progress import show_step, training_bar
+from .training_log import log_step
 
 # The embedded corpus of the checkout (the recipes run from a clone of the repository).
 DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "shakespeare"
@@ -31,19 +34,20 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "shakespe
 
 @dataclass
 class ComputeMatchedConfig:
+    # The quickstart's defaults: its three runs, evaluation and card in about 4 minutes on 2 CPU cores.
     vocab_size: int = 4096  # byte-level BPE trained on the training split
-    hidden_size: int = 192
-    intermediate_size: int = 512
-    num_attention_heads: int = 6
+    hidden_size: int = 128
+    intermediate_size: int = 256  # M1's rule: 5/3 of the hidden size, rounded up to a multiple of 256
+    num_attention_heads: int = 4
     small_layers: int = 3  # grown x2 to 6
     seq_len: int = 128  # tokens per block
     batch_size: int = 16  # blocks per step
-    scratch_steps: int = 300  # steps of the big model from scratch; fixes the FLOP budget
+    scratch_steps: int = 100  # steps of the big model from scratch; fixes the FLOP budget
     grow_at: float = 0.4  # fraction of the FLOP budget spent on the small model before growth
     lr: float = 2e-3
-    warmup_steps: int = 30
-    eval_points: int = 12  # validation evaluations per run
-    eval_blocks: int = 64  # validation blocks per evaluation
+    warmup_steps: int = 10
+    eval_points: int = 8  # validation evaluations per run
+    eval_blocks: int = 48  # validation blocks per evaluation
     seed: int = 0
 
     def __post_init__(self):
@@ -62,16 +66,40 @@ class ComputeMatchedConfig:
             )
 
 
+# What the optimizer knows after growth: "fresh" is a new AdamW (no moments), "copy" and "reset" carry the
+# training state through growth_ops' `TrainingGrowth` (new layers start from their source's moments, or zeros).
+OPTIMIZER_AFTER_GROWTH = ("fresh", "copy", "reset")
+
+
 @dataclass(frozen=True)
 class Growth:
-    """When and how a run grows: `grow(model, spec)` once `at` of the FLOP budget is spent."""
+    """When and how a run grows: by `spec` once `at` of the FLOP budget is spent, the optimizer as `optimizer` says."""
 
     spec: GrowthSpec
     at: float  # fraction of the FLOP budget spent on the small model before growth
+    optimizer: str = "fresh"  # one of OPTIMIZER_AFTER_GROWTH
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZER_AFTER_GROWTH:
+            raise ConfigError(
+                f"optimizer after growth must be one of {OPTIMIZER_AFTER_GROWTH}, got {self.optimizer!r}."
+            )
 
     def to_dict(self) -> dict:
-        """The record of the growth in a results JSON: its method, when, and the whole spec."""
-        return {"method": self.spec.depth_method, "at": self.at, "spec": self.spec.to_dict()}
+        """The record of the growth in a results JSON: its method, when, the optimizer after it, and the whole spec."""
+        return {
+            "method": self.spec.depth_method,
+            "at": self.at,
+            "optimizer": self.optimizer,
+            "spec": self.spec.to_dict(),
+        }
+
+    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> torch.optim.Optimizer:
+        """Grow `model` in place and return the optimizer that trains it on."""
+        if self.optimizer == "fresh":
+            grow(model, self.spec)
+            return make_optimizer(model, lr)  # a fresh optimizer knows the new layers
+        return TrainingGrowth(model, optimizer, self.spec, optimizer_state=self.optimizer).apply()
 
 
 @dataclass
@@ -79,6 +107,8 @@ class Corpus:
     tokenizer: PreTrainedTokenizerFast
     train: torch.Tensor  # (blocks, seq_len) token ids of the training split
     val: torch.Tensor  # (eval_blocks, seq_len) token ids of the held-out split
+    val_texts: list[str] = dataclass_field(default_factory=list)  # the held-out documents, whole
+    val_titles: list[str] = dataclass_field(default_factory=list)  # their titles
 
     @property
     def vocab_size(self) -> int:
@@ -122,10 +152,12 @@ def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path = DATA_DIR) -> Corpus:
         )
     corpus = load_dataset("json", data_files={split: str(path) for split, path in files.items()})
     train_texts, val_texts = list(corpus["train"]["text"]), list(corpus["validation"]["text"])
+    validation = corpus["validation"]
+    val_titles = list(validation["title"]) if "title" in validation.column_names else []
     tokenizer = train_tokenizer(train_texts, cfg.vocab_size)
     train = torch.from_numpy(pack_texts(train_texts, tokenizer, cfg.seq_len))
     val = torch.from_numpy(pack_texts(val_texts, tokenizer, cfg.seq_len))[: cfg.eval_blocks]
-    return Corpus(tokenizer, train, val)
+    return Corpus(tokenizer, train, val, val_texts, val_titles)
 
 
 def build_model(cfg: ComputeMatchedConfig, num_layers: int, vocab_size: int) -> torch.nn.Module:
@@ -183,6 +215,7 @@ def train_compute_matched(
     growth: Growth | None = None,
     device: str = "cpu",
     bf16: bool = False,
+    log_dir: Path | None = None,
 ) -> tuple[dict, torch.nn.Module]:
     """Train a `num_layers`-layer model (grown as `growth` says, if given) until it has spent `budget` FLOPs.
 
@@ -196,13 +229,15 @@ def train_compute_matched(
         num_layers (`int`): Layers of the model at the start of the run.
         budget (`float`): Training FLOPs to spend; the run stops at the first step that reaches it.
         growth (`Growth`, *optional*): Grow once by `growth.spec` when `growth.at * budget` FLOPs are
-            spent; the optimizer is then rebuilt fresh, so it knows the new layers.
+            spent; the optimizer then goes on as `growth.optimizer` says (fresh, or carried by growth_ops).
         device (`str`, *optional*, defaults to `"cpu"`): Where the model trains (`"cuda"` on a GPU).
         bf16 (`bool`, *optional*, defaults to `False`): Train and evaluate under bfloat16 autocast.
+        log_dir (`Path`, *optional*): Append every step's training loss and time to the loss log
+            (`train_losses.jsonl`, `mtlm_recipes.training_log`) in this folder.
 
     Returns:
         `tuple[dict, torch.nn.Module]`: The record of the run (every validation point as training
-        FLOPs and loss, the loss jump at growth) and the trained model.
+        FLOPs and loss, the step and loss jump at growth) and the trained model.
     """
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, num_layers, corpus.vocab_size).to(device).train()
@@ -211,7 +246,7 @@ def train_compute_matched(
     optimizer = make_optimizer(model, cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_every = budget / cfg.eval_points
-    spent, step, next_eval, grown_at = 0.0, 0, 0.0, None
+    spent, step, next_eval, grown_at, grown_at_step = 0.0, 0, 0.0, None, None
     points, loss_before_growth, growth_jump = [], None, None
     start = time.time()
     bar = training_bar(name, budget, unit="FLOP")
@@ -222,10 +257,9 @@ def train_compute_matched(
         if growth is not None and grown_at is None and spent >= growth.at * budget:
             # Growth #
             loss_before_growth = evaluate(model, val, cfg.batch_size, bf16)
-            model = grow(model, growth.spec)
-            optimizer = make_optimizer(model, cfg.lr)  # a fresh optimizer knows the new layers
+            optimizer = growth.apply(model, optimizer, cfg.lr)
             growth_jump = evaluate(model, val, cfg.batch_size, bf16) - loss_before_growth
-            grown_at = spent
+            grown_at, grown_at_step = spent, step
         step_started = time.perf_counter()
         batch = corpus.train[torch.randint(len(corpus.train), (cfg.batch_size,), generator=generator)].to(device)
         for group in optimizer.param_groups:
@@ -239,9 +273,11 @@ def train_compute_matched(
         step_flops = tokens_per_step * flops_per_token(model)
         spent += step_flops
         step += 1
-        step_seconds = time.perf_counter() - step_started
+        step_seconds, loss_value = time.perf_counter() - step_started, loss.item()
+        if log_dir is not None:
+            log_step(log_dir, step, loss_value, step_seconds)
         # The last step overshoots the budget: the bar stops at it, so it ends at 100%.
-        show_step(bar, loss.item(), tokens_per_step / step_seconds, min(step_flops, budget - bar.n), step=str(step))
+        show_step(bar, loss_value, tokens_per_step / step_seconds, min(step_flops, budget - bar.n), step=str(step))
     bar.close()
     points.append({"flops": spent, "val_loss": evaluate(model, val, cfg.batch_size, bf16), "step": step})
     print(f"{name:>28}: {step} steps, final val loss {points[-1]['val_loss']:.3f} ({time.time() - start:.0f} s)")
@@ -252,6 +288,7 @@ def train_compute_matched(
         "tokens": step * tokens_per_step,
         "points": points,
         "grown_at_flops": grown_at,
+        "grown_at_step": grown_at_step,
         "loss_jump_at_growth": growth_jump,
     }
     return result, model
@@ -270,7 +307,7 @@ def flops_to_reach(points: list[dict], target: float) -> float | None:
 def plot_loss_vs_flops(
     runs: list[dict], title: str, path: Path, target: float | None = None, zoom_from: float | None = None
 ) -> None:
-    """Validation loss against training FLOPs, one line per run, a dotted line at each growth step.
+    """Validation loss against training FLOPs, one line per run, a dotted line at each growth step (in its run's colour).
 
     A run that carries `val_loss_min` and `val_loss_max` (one value per point, e.g. over seeds) is
     drawn with that band around its line; `target`, if given, is drawn as a dashed horizontal line.
@@ -299,7 +336,9 @@ def plot_loss_vs_flops(
                 ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
                 shown += low + high if panel else []
             if run["grown_at_flops"] is not None and run["grown_at_flops"] >= start:
-                ax.axvline(run["grown_at_flops"], ls=":", c="gray")
+                first = not any(drawn.get_label().startswith("growth step") for drawn in ax.get_lines())
+                label = "growth step (dotted, in its run's colour)" if first else None
+                ax.axvline(run["grown_at_flops"], ls=":", c=line.get_color(), label=label)
         if target is not None:
             ax.axhline(target, ls="--", c="black", lw=0.8, label="scratch's final loss (mean)")
         ax.set_xlabel("training FLOPs (6 N T, small model's FLOPs included)")

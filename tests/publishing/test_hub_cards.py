@@ -2,6 +2,7 @@
 result files."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -186,3 +187,102 @@ def test_bad_training_metadata_is_named(files, change, message):
     files["training"].write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match=message):
         _build(files)
+
+
+# The original cards' claims that cannot hold (../shared/ORIGINALS.md), as patterns a template must not contain.
+CLAIMS_THAT_CANNOT_HOLD = {
+    "M1's token count": r"\b(7|3\.5) ?(B|billion)\b|7,000,000,000|12 ?h(ours)?\b",
+    "SuperGLUE WSC's 43.27% as Winograd": r"43\.27|Winograd(?! \((WSC273|SuperGLUE WSC)\))",
+    "Winogrande 50.00%": r"50\.00",
+    "M2's token perplexity 54.21": r"54\.21",
+}
+
+
+@pytest.mark.parametrize("template", ["m1.md", "sections.md"])
+def test_templates_repeat_none_of_the_claims_that_cannot_hold(template):
+    text = (build_card.TEMPLATES / template).read_text()
+    for claim, pattern in CLAIMS_THAT_CANNOT_HOLD.items():
+        assert re.search(pattern, text, flags=re.IGNORECASE) is None, claim
+    winograd = [name for name in build_card.TASK_DISPLAY.values() if "Winograd" in name]
+    assert winograd == ["Winograd (WSC273)", "Winograd (SuperGLUE WSC)"]  # the two are never one row
+
+
+def test_a_card_shows_token_perplexity_only_beside_bits_per_byte(files):
+    text = _build(files, benchmarks=False).text
+    table = text[text.index("## Perplexity on") :]
+    assert "Token perplexity (Mistral-7B-v0.1 tokenizer" in table and "| Bits per byte | 1.2346 |" in table
+
+
+def test_the_card_says_what_was_measured_here_and_what_was_not(files):
+    card = _build(files, perplexity=False)
+    measured = card.text[card.text.index("## What was measured") : card.text.index("## Model")]
+    assert "original MTLM1-200M" in measured and "zero-shot accuracy on 13 benchmarks" in measured
+    not_measured = measured[measured.index("Not measured") :]
+    assert "WikiText-2 perplexity" in not_measured and "zero-shot" not in not_measured
+    text = _build(files, family="m2", benchmarks=False).text
+    assert "original MTLM2-40M" in text and "- zero-shot benchmarks" in text
+    assert "- WikiText-2 perplexity" not in text  # measured: the default perplexity data is WikiText-2
+
+
+def test_perplexity_on_other_text_is_named_in_the_metadata_and_the_text(files):
+    held_out = {"type": "shakespeare", "name": "Hamlet (held out)", "config": None, "split": "validation"}
+    files["perplexity"].write_text(json.dumps({**PERPLEXITY, "dataset": {**held_out, "description": "Hamlet"}}))
+    card = _build(files, benchmarks=False)
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results} == {
+        ("shakespeare", "Hamlet (held out)", "validation")
+    }
+    assert "## Perplexity on Hamlet (held out)" in card.text and "- WikiText-2 perplexity" in card.text
+
+
+def _comparison_results() -> dict:
+    runs = [
+        {"name": "4 layers from scratch", "layers": 4, "parameters": 1234567, "final_val_loss": 5.4321},
+        {"name": "2 layers alone (control)", "layers": 2, "parameters": 765432, "final_val_loss": 5.1234},
+        {"name": "2 -> 4 layers (this model)", "layers": 4, "parameters": 1234567, "final_val_loss": 5.3456},
+    ]
+    for run, reached in zip(runs, (2.0e12, 1.0e12, None), strict=True):
+        run["flops_to_reach_scratch_final_loss"] = reached
+    summary = {
+        "flop_budget": 2.0e12,
+        "flop_formula": "6 N per token",
+        "regime_tokens_per_parameter": 0.123,
+        "big_from_scratch_beats_small_control": False,
+        "loss_jump_at_growth": 0.0789,
+        "runs": runs,
+        "shows": "What the run shows, in words.",
+        "does_not_show": "What it does not show, in words.",
+        "plot": "loss_vs_flops.png",
+    }
+    return {"summary": summary}
+
+
+def _build_with_comparison(files, results: dict) -> ModelCard:
+    files["results"] = files["out"].parent / "results.json"
+    files["results"].write_text(json.dumps(results))
+    build_card.build_card(
+        "m1",
+        files["model"],
+        "tester/MTLM-test",
+        files["training"],
+        perplexity_path=files["perplexity"],
+        out_dir=files["out"],
+        comparison_path=files["results"],
+        model_name="mtlm1-quickstart",
+    )
+    return ModelCard.load(files["out"] / "README.md")
+
+
+def test_the_equal_compute_comparison_is_shown_with_its_regime_and_verdict(files):
+    card = _build_with_comparison(files, _comparison_results())
+    assert card.text.startswith("\n# mtlm1-quickstart") and card.data.model_name == "mtlm1-quickstart"
+    assert "| 2 layers alone (control) | 2 | 765,432 | 5.123 | 1e+12 (50% of the budget) |" in card.text
+    assert "| 2 -> 4 layers (this model) | 4 | 1,234,567 | 5.346 | not reached |" in card.text
+    assert "jump by +0.079 nats" in card.text and "0.123 training tokens per parameter" in card.text
+    assert "the small model alone beats the big model from scratch" in card.text
+    assert "What the run shows, in words." in card.text and "What it does not show, in words." in card.text
+    assert "](loss_vs_flops.png)" in card.text
+
+
+def test_a_results_file_without_a_comparison_is_named(files):
+    with pytest.raises(ValueError, match="no 'summary' entry"):
+        _build_with_comparison(files, {"runs": []})
