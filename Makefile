@@ -29,6 +29,11 @@ quickstart: EXTRAS = train
 quickstart: install
 	$(BIN)/python examples/quickstart.py
 
+# The M2 path: train in JAX/Flax on the embedded corpus, export to safetensors, check parity, evaluate, card.
+m2-mini: EXTRAS = train,jax
+m2-mini: install
+	$(BIN)/python examples/m2_jax/mini.py
+
 # `make test` is the everyday suite (under 15 minutes on 2 cores); the marked slower sets (multi-process
 # runs, compiled graphs, trainer and study runs; every decoder of transformers) run in CI after it.
 test: install

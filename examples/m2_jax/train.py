@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from mtlm_recipes.errors import report_user_errors
-from mtlm_recipes.m2_jax.config import load_config
+from mtlm_recipes.m2_jax.config import add_run_arguments, run_config_of
 from mtlm_recipes.m2_jax.trainer import train
 
 DEFAULT_CONFIG = Path(__file__).with_name("smoke.yaml")
@@ -24,18 +24,12 @@ DEFAULT_CONFIG = Path(__file__).with_name("smoke.yaml")
 @report_user_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--output-dir", type=Path, help="overrides output_dir of the config")
-    parser.add_argument("--total-steps", type=int, help="overrides training.total_steps")
+    add_run_arguments(parser, DEFAULT_CONFIG)
     parser.add_argument("--num-devices", type=int, help="overrides mesh.num_devices")
     parser.add_argument("--shard-params", choices=("true", "false"), help="overrides mesh.shard_params")
     parser.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step; schedule unchanged")
     args = parser.parse_args()
-    cfg = load_config(args.config)
-    if args.output_dir:
-        cfg.output_dir = str(args.output_dir)
-    if args.total_steps:
-        cfg.training.total_steps = args.total_steps
+    cfg = run_config_of(args)
     if args.num_devices:
         cfg.mesh.num_devices = args.num_devices
     if args.shard_params:

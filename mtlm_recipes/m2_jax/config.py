@@ -5,6 +5,7 @@ Sections and field names are the M1 trainer's (`mtlm_recipes.m1.config`) whereve
 `mtlm_recipes.run_config`, so a misspelt key or a bad value at any level is refused with the nearest valid one.
 """
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -38,6 +39,9 @@ class DataConfig:
     seq_len: int = 1024  # tokens per block
     val_blocks: int = 64  # at most this many validation blocks are scored
     eos_per: EosUnit = "line"  # "line" (the original M2) or "document"
+    # None: the Mistral tokenizer (32000 pieces, the original's); N: a byte-level BPE of N pieces trained on
+    # data.train, for models so small that a 32000-row embedding and head would be most of their weights.
+    bpe_vocab_size: int | None = None
 
 
 @dataclass
@@ -83,13 +87,45 @@ def load_config(path: str | Path) -> RunConfig:
     return load_run_config(path, RunConfig)
 
 
-def model_config_of(cfg: ModelConfig) -> mtlm_hf.MTLMConfig:
+def add_run_arguments(parser: argparse.ArgumentParser, default_config: Path) -> None:
+    """The options both M2 scripts take: the config file, and where the run goes and how long it is."""
+    parser.add_argument("--config", type=Path, default=default_config)
+    parser.add_argument("--output-dir", type=Path, help="overrides output_dir of the config")
+    parser.add_argument("--total-steps", type=int, help="overrides training.total_steps")
+
+
+def run_config_of(args: argparse.Namespace) -> RunConfig:
+    """The config `add_run_arguments`' options name, with their overrides applied."""
+    cfg = load_config(args.config)
+    if args.output_dir:
+        cfg.output_dir = str(args.output_dir)
+    if args.total_steps:
+        cfg.training.total_steps = args.total_steps
+    return cfg
+
+
+def model_config_of(cfg: ModelConfig, vocab_size: int | None = None) -> mtlm_hf.MTLMConfig:
     """The model's config: the `init_from` folder's, or the preset's, with `overrides` applied.
+
+    Args:
+        cfg (`ModelConfig`): The model section of the run.
+        vocab_size (`int`, *optional*): The vocabulary of a tokenizer the run trains itself (`data.bpe_vocab_size`).
 
     Raises:
         InputFileError: If `init_from` is not a model folder.
-        ConfigError: If the preset or an override is unknown or invalid.
+        ConfigError: If the preset or an override is unknown or invalid, or an override contradicts `vocab_size`.
     """
+    if vocab_size is not None:
+        if cfg.init_from:
+            raise ConfigError(
+                "model.init_from continues a model with the tokenizer it was trained with; drop data.bpe_vocab_size."
+            )
+        if cfg.overrides.get("vocab_size", vocab_size) != vocab_size:
+            raise ConfigError(
+                f"model.overrides.vocab_size ({cfg.overrides['vocab_size']}) contradicts data.bpe_vocab_size "
+                f"({vocab_size}); drop the override: the vocabulary follows the tokenizer."
+            )
+        cfg = ModelConfig(cfg.preset, {**cfg.overrides, "vocab_size": vocab_size})
     if cfg.init_from and not (Path(cfg.init_from) / "config.json").is_file():
         raise InputFileError(
             f"model.init_from: {cfg.init_from} is not a model folder (no config.json); give a folder written by "

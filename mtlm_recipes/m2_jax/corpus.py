@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from mtlm_hf import mistral_tokenizer
 
 from ..errors import ConfigError, InputFileError
 from ..packing import pack_texts
-from .config import EOS_UNITS, TextFile
+from .config import EOS_UNITS, DataConfig, TextFile
 
 
 def read_documents(source: TextFile) -> Iterator[str]:
@@ -67,14 +69,34 @@ def pack_blocks(texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: i
     return blocks
 
 
+def read_units(sources: list[TextFile], eos_per: str = "line") -> list[str]:
+    """All sources read and split into EOS units."""
+    if not sources:
+        raise ConfigError("No data sources given: list at least one file under data.train in the config.")
+    return [unit for source in sources for unit in split_units(read_documents(source), eos_per)]
+
+
 def load_blocks(
     sources: list[TextFile], tokenizer: PreTrainedTokenizerBase, seq_len: int, eos_per: str = "line"
 ) -> np.ndarray:
     """All sources read, split into EOS units, tokenized and packed."""
-    if not sources:
-        raise ConfigError("No data sources given: list at least one file under data.train in the config.")
-    texts = [unit for source in sources for unit in split_units(read_documents(source), eos_per)]
-    return pack_blocks(texts, tokenizer, seq_len)
+    return pack_blocks(read_units(sources, eos_per), tokenizer, seq_len)
+
+
+def make_tokenizer(data: DataConfig, train_units: list[str]) -> PreTrainedTokenizerFast:
+    """The run's tokenizer: Mistral's, as the original, or a byte-level BPE of `data.bpe_vocab_size` pieces trained
+    on the training units (the quickstart's tokenizer, so an M1 and an M2 run on the same corpus compare).
+
+    Pad is EOS, as the original: EOS targets are then not scored.
+    """
+    if data.bpe_vocab_size is None:
+        tokenizer = mistral_tokenizer()
+    else:
+        from ..compute_matched import train_tokenizer  # the one BPE recipe of the repository
+
+        tokenizer = train_tokenizer(train_units, data.bpe_vocab_size)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def batch_indices(num_blocks: int, batch_size: int, seed: int, step: int) -> np.ndarray:

@@ -11,6 +11,8 @@ MTLM folder (safetensors, config with auto_map, code, tokenizer) that loads with
 """
 
 import json
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from ..progress import show_step, training_bar
 from ..training_log import log_step, write_training_metadata
 from . import checkpointing
 from .config import ModelConfig, RunConfig, model_config_of, validate
-from .corpus import batch_indices, load_blocks
+from .corpus import batch_indices, load_blocks, make_tokenizer, pack_blocks, read_units
 from .mesh import batch_sharding, make_mesh, state_shardings
 from .steps import create_model_and_optimizer, make_eval_step, make_schedule, make_train_step
 
@@ -45,6 +47,16 @@ def initial_params(cfg: ModelConfig, config: mtlm_hf.MTLMConfig) -> dict | None:
         changed = ", ".join(f"{key}={wanted[key]!r}" for key in wanted if saved[key] != wanted[key])
         raise ConfigError(f"model.overrides change the shape of the init_from model ({changed}); drop them.")
     return mtlm_to_flax_params(source)
+
+
+def describe_hardware(num_devices: int) -> str:
+    """What the run trained on, as a card states it: "8x TPU v5 lite (tpu)", or the CPU and its cores."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        # JAX names every CPU device "cpu"; the cores the process may use say how big the machine was.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"{cores} CPU cores ({platform.machine()}), {num_devices} JAX device(s)"
+    return f"{num_devices}x {device.device_kind} ({device.platform})"
 
 
 def evaluate(eval_step, state, blocks: np.ndarray, batch_size: int, sharding) -> float:
@@ -76,14 +88,14 @@ def train(cfg: RunConfig, stop_after: int | None = None, command: str | None = N
         ConfigError, InputFileError: If the run cannot work as configured (before anything is written).
     """
     t, out = cfg.training, Path(cfg.output_dir)
-    config = model_config_of(cfg.model)
+    config = model_config_of(cfg.model, cfg.data.bpe_vocab_size)
     mesh = make_mesh(cfg.mesh.num_devices)
     validate(cfg, config, mesh.size)
     print(f"mesh: {mesh.size} {jax.devices()[0].platform} device(s), parameters sharded: {cfg.mesh.shard_params}")
     params = initial_params(cfg.model, config)
-    tokenizer = mtlm_hf.mistral_tokenizer()
-    tokenizer.pad_token = tokenizer.eos_token  # as the original: pad = EOS, and EOS targets are not scored
-    blocks = load_blocks(cfg.data.train, tokenizer, cfg.data.seq_len, cfg.data.eos_per)
+    train_units = read_units(cfg.data.train, cfg.data.eos_per)
+    tokenizer = make_tokenizer(cfg.data, train_units)
+    blocks = pack_blocks(train_units, tokenizer, cfg.data.seq_len)
     val = load_blocks(cfg.data.validation, tokenizer, cfg.data.seq_len, cfg.data.eos_per)[: cfg.data.val_blocks]
     if len(val) < t.batch_size:
         raise ConfigError(
@@ -147,11 +159,10 @@ def train(cfg: RunConfig, stop_after: int | None = None, command: str | None = N
     if end == t.total_steps:
         model, _ = nnx.merge(graphdef, state)
         final = save_flax_as_mtlm(nnx.to_pure_dict(nnx.state(model, nnx.Param)), config, out / "final", tokenizer)
-        device = jax.devices()[0]
         write_training_metadata(
             out,
             tokens_per_step=t.batch_size * cfg.data.seq_len,
-            hardware=f"{mesh.size}x {device.device_kind} ({device.platform})",
+            hardware=describe_hardware(mesh.size),
             framework=f"JAX {jax.__version__} + Flax NNX",
             precision="bf16 matmuls, fp32 parameters" if t.mixed_precision == "bf16" else "fp32",
             command=command,
