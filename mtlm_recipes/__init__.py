@@ -9,10 +9,11 @@
     progress            one tqdm bar per run (steps, loss, tokens/s)
     compute_matched     compute-matched training on the embedded corpus (the quickstart and the growth benchmark)
     growth_speedup      the growth benchmark's analysis, plot and verdict
+    quickstart          the quickstart's publish check, plain-words comparison, model folder and scoring
     cards               model cards from measured results (`hub_cards/build_card.py`)
     eval                perplexity and the cards' zero-shot benchmarks (`examples/eval/`)
-    m1                  the M1 trainer's config, data and checkpoints (`examples/m1/train.py`)
-    m2_jax              the M2 trainer in JAX/Flax (`examples/m2_jax/train.py`); the only part importing JAX
+    m1                  the M1 trainer's config, data, checkpoints and distributed setup (`examples/m1/train.py`)
+    m2_jax              the M2 trainer in JAX/Flax (`examples/m2_jax/train.py`, `mini.py`); the only part importing JAX
 
 `import mtlm_recipes` imports none of them: each loads when first used (`mtlm_recipes.packing`, or
 `from mtlm_recipes.packing import pack_texts`), so the JAX, evaluation and training stacks load only where needed.
@@ -33,6 +34,7 @@ _SUBMODULES = (
     "m2_jax",
     "packing",
     "progress",
+    "quickstart",
     "run_config",
     "training_log",
 )
