@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from growth_ops import GrowthSpec
-from mtlm_hf import PublishError, publish
+from mtlm_hf import PublishError, check_can_publish, publish
 from mtlm_recipes.cards import build_card
 from mtlm_recipes.compute_matched import (
     DATA_DIR,
@@ -48,7 +48,6 @@ from mtlm_recipes.errors import USAGE_ERROR_STATUS, report_user_errors
 from mtlm_recipes.quickstart import (
     COMPARISON_PLOT,
     MODEL_FOLDER,
-    check_can_publish,
     describe_machine,
     held_out_perplexity,
     save_model_folder,
@@ -168,7 +167,7 @@ def main() -> None:
     cfg = ComputeMatchedConfig(**{k: v for k, v in vars(args).items() if k not in own})
     try:
         if args.push_to:
-            check_can_publish(args.push_to, args.endpoint)  # before anything trains
+            check_can_publish(args.push_to, endpoint=args.endpoint)  # before anything trains
         run(args, cfg)
     except PublishError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, as mtlm-publish prints it

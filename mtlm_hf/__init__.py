@@ -20,7 +20,7 @@ from .modeling_mtlm import MTLMForCausalLM, MTLMModel, MTLMPreTrainedModel
 if TYPE_CHECKING:
     from .llama_interop import from_llama, to_llama
     from .original_m1 import import_original_m1
-    from .publishing import PublishError, publish
+    from .publishing import PublishError, check_can_publish, publish
     from .tokenization import mistral_tokenizer
 
 AutoConfig.register(MTLMConfig.model_type, MTLMConfig, exist_ok=True)
@@ -34,6 +34,7 @@ MTLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 _LAZY_NAMES = {
     "PublishError": "publishing",
     "publish": "publishing",
+    "check_can_publish": "publishing",
     "from_llama": "llama_interop",
     "to_llama": "llama_interop",
     "import_original_m1": "original_m1",
@@ -60,6 +61,7 @@ __all__ = [
     "MTLMModel",
     "MTLMPreTrainedModel",
     "PublishError",
+    "check_can_publish",
     "from_llama",
     "import_original_m1",
     "mistral_tokenizer",

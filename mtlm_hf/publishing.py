@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 try:  # the HTTP client huggingface_hub uses: httpx2 from huggingface_hub 2, httpx before
@@ -138,6 +138,46 @@ def _explain(error: Exception, endpoint: str, repo_id: str, step: str) -> Publis
     return PublishError(f"The Hub at {endpoint} answered HTTP {status} while {step} for {repo_id}: {detail}")
 
 
+def check_can_publish(repo_id: str, token: str | None = None, endpoint: str | None = None) -> None:
+    """Find out in a second, before a long run, whether publishing to `repo_id` could succeed.
+
+    The checks `publish` makes before it sends anything (repo id, offline mode, a token), then one read of
+    the repo on the Hub, so that a missing network or a refused token is found before training, not after.
+    A repo that does not exist yet passes: `publish` creates it.
+
+    Raises:
+        PublishError: Naming what is missing (a valid repo id, network, a token, write access) and how to fix it.
+    """
+    _check_locally(repo_id, token)
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.repo_info(repo_id)
+    except RepositoryNotFoundError:
+        pass  # the Hub answered; publishing creates the repo
+    except (HfHubHTTPError, TransportError) as error:
+        raise _explain(error, api.endpoint, repo_id, "reading the repo") from None
+
+
+def _check_locally(repo_id: str, token: str | None) -> None:
+    """The checks that need no network: a valid repo id, online mode, a token."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise PublishError(
+            f"{repo_id!r} is not a Hub repo id: write it as namespace/name of letters, digits, '-', '_' and '.', "
+            "such as user/MTLM1-200M."
+        ) from None
+    if constants.is_offline_mode():
+        raise PublishError(
+            "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): unset it to publish."
+        )
+    if token is None and get_token() is None:
+        raise PublishError(
+            "No Hugging Face token: pass one with write access as `token=` / --token, set HF_TOKEN, "
+            "or run `hf auth login`."
+        )
+
+
 def publish(
     folder: str | Path,
     repo_id: str,
@@ -166,24 +206,8 @@ def publish(
         PublishError: the repo id is malformed, the folder is incomplete, offline mode is on, there is no token
             or it is refused, or the Hub cannot be reached. Nothing in `folder` is modified in any case.
     """
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise PublishError(
-            f"{repo_id!r} is not a Hub repo id: write it as namespace/name of letters, digits, '-', '_' and '.', "
-            "such as user/MTLM1-200M."
-        ) from None
-    folder = Path(folder)
-    files = collect_files(folder)
-    if constants.is_offline_mode():
-        raise PublishError(
-            "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): unset it to publish."
-        )
-    if token is None and get_token() is None:
-        raise PublishError(
-            "No Hugging Face token: pass one with write access as `token=` / --token, set HF_TOKEN, "
-            "or run `hf auth login`."
-        )
+    _check_locally(repo_id, token)
+    files = collect_files(Path(folder))
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="mtlm-publish-") as staging:
         upload = _reshard_if_needed(files, max_shard_size, Path(staging))
@@ -227,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["PublishError", "collect_files", "main", "publish"]
+__all__ = ["PublishError", "check_can_publish", "collect_files", "main", "publish"]
 
 if __name__ == "__main__":
     sys.exit(main())

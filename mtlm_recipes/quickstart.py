@@ -12,17 +12,7 @@ import platform
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
-from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
-
-try:  # the HTTP client huggingface_hub uses (as in mtlm_hf.publishing): httpx2 from huggingface_hub 2, httpx before
-    from httpx2 import TransportError
-except ImportError:
-    from httpx import TransportError
-
-from mtlm_hf import PublishError
 
 from .compute_matched import Corpus, flops_to_reach
 from .eval.perplexity import perplexity_report
@@ -32,53 +22,6 @@ MODEL_FOLDER = "grown_model"
 COMPARISON_PLOT = "loss_vs_flops.png"
 # The study that finds a regime where the big model beats the small one, and measures growth there.
 GROWTH_STUDY = "benchmarks/growth_speedup.py"
-
-
-def check_can_publish(repo_id: str, endpoint: str | None = None) -> None:
-    """Refuse `--push-to` before any training when publishing could not succeed.
-
-    The checks `mtlm_hf.publish` makes (repo id, offline mode, a token), and one read of the repo on the
-    Hub, so that a missing network or a refused token is found in a second, not after the run.
-
-    Args:
-        repo_id (`str`): The `USER/NAME` to publish to.
-        endpoint (`str`, *optional*): The Hub URL; defaults to HF_ENDPOINT or https://huggingface.co.
-
-    Raises:
-        PublishError: Naming what is missing (token, network, a valid repo id) and how to fix it.
-    """
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise PublishError(
-            f"--push-to {repo_id!r} is not a Hub repo id: write it as USER/NAME, of letters, digits, '-', '_' and '.'."
-        ) from None
-    if constants.is_offline_mode():
-        raise PublishError(
-            "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): unset it to "
-            "publish with --push-to, or run without --push-to."
-        )
-    if get_token() is None:
-        raise PublishError(
-            "No Hugging Face token for --push-to: set HF_TOKEN to a token with write access, or run "
-            "`hf auth login`; or run without --push-to."
-        )
-    api = HfApi(endpoint=endpoint)
-    try:
-        api.repo_info(repo_id)
-    except RepositoryNotFoundError:
-        pass  # the Hub answered; publishing creates the repo
-    except TransportError as error:
-        raise PublishError(
-            f"Could not reach the Hub at {api.endpoint} ({type(error).__name__}: {error}). Check the network and the "
-            "endpoint (--endpoint or HF_ENDPOINT), or run without --push-to."
-        ) from None
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else None
-        raise PublishError(
-            f"The Hub at {api.endpoint} answered HTTP {status} for {repo_id} ({error.server_message or error}): "
-            "pass a token with write access to that namespace (HF_TOKEN or `hf auth login`)."
-        ) from None
 
 
 def summarize_comparison(scratch: dict, control: dict, grown: dict, budget: float) -> dict:

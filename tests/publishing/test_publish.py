@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoModelForCausalLM
 
 import mtlm_hf
-from mtlm_hf.publishing import PublishError, publish
+from mtlm_hf.publishing import PublishError, check_can_publish, publish
 
 TOKEN = "hf_loopback_write_token"
 IDS = [[1, 415, 3437, 302, 16107, 349]]  # "The future of AI is" with BOS, in the Mistral tokenizer
@@ -217,6 +217,15 @@ def test_an_unreachable_hub_fails_clearly_and_leaves_the_folder_intact(online, m
     with pytest.raises(PublishError, match=r"Could not reach the Hub at .*--endpoint or HF_ENDPOINT"):
         publish(folder, "tester/nowhere", token=TOKEN, endpoint=dead)
     assert _tree_hash(folder) == before
+
+
+def test_check_can_publish_answers_before_a_run_without_creating_anything(hub, online):
+    check_can_publish("tester/not-yet", token=TOKEN, endpoint=hub.url)  # a repo that does not exist yet passes
+    with pytest.raises(PublishError, match=r"refused the token while reading the repo.*HTTP 401"):
+        check_can_publish("tester/not-yet", token="hf_wrong", endpoint=hub.url)
+    with pytest.raises(PublishError, match="is not a Hub repo id"):
+        check_can_publish("not a repo id", token=TOKEN, endpoint=hub.url)
+    assert hub.repos == {}
 
 
 @pytest.mark.parametrize(
