@@ -135,6 +135,16 @@ def format_count(count: int) -> str:
     return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count:,}"
 
 
+def format_duration(hours: float) -> str:
+    """Wall-clock time in the unit a reader thinks in: 0.0142 -> "51 s", 0.0972 -> "5.8 min", 3.52 -> "3.5 hours"."""
+    seconds = hours * 3600
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{hours:.1f} hours"
+
+
 def describe_architecture(config: dict) -> str:
     """One line on the architecture, from `config.json` alone."""
     positions = "RoPE" if config.get("position_embedding_type", "rope") == "rope" else "learned absolute positions"
@@ -338,6 +348,7 @@ def build_card(
         model_name=model_name,
         repo_id=repo_id,
         parameters=format_count(count_parameters(model_dir)),
+        training_time=format_duration(training["training_time_hours"]),
         architecture=describe_architecture(config),
         training=training,
         benchmarks=benchmarks,

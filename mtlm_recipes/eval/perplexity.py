@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..errors import ConfigError, InputFileError
+from ..progress import MIN_INTERVAL_S
 
 DEFAULT_STRIDE = 512
 
@@ -79,7 +80,7 @@ def sliding_window_nll(
     seq_len = input_ids.size(1)
     nll_sum, scored = 0.0, 0
     prev_end = 0
-    for begin in tqdm(range(0, seq_len, stride), desc="windows", leave=False):
+    for begin in tqdm(range(0, seq_len, stride), desc="windows", leave=False, mininterval=MIN_INTERVAL_S):
         end = min(begin + max_length, seq_len)
         target_len = end - prev_end  # tokens no earlier window scored
         window = input_ids[:, begin:end].to(device)

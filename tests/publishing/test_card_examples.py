@@ -9,6 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard import metadata_load
 
+from mtlm_recipes.cards import format_duration
 from mtlm_recipes.compute_matched import ComputeMatchedConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "hub_cards" / "examples"
@@ -35,6 +36,7 @@ def test_the_card_states_its_runs_machine_date_command_and_comparison(example):
     assert f"**Hardware:** {training['hardware']}" in text and f"**Date:** {training['date']}" in text
     assert f"**Command:** `{training['command']}`" in text and training["command"] == results["command"]
     assert f"**Tokens trained:** {training['tokens_trained']:,}" in text
+    assert f"**Training time:** {format_duration(training['training_time_hours'])} (wall clock)" in text
     growth = training["growth"]
     assert f"{growth['from_layers']} -> {growth['to_layers']} layers at step {growth['at_step']:,}" in text
     for run in summary["runs"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from mtlm_recipes.cards import TEMPLATES
+from mtlm_recipes.cards import TEMPLATES, format_duration
 from mtlm_recipes.m2_jax.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ def test_the_body_states_the_runs_figures_machine_date_and_command(card, results
         f"{training['steps']:,} of {training['tokens_per_step']:,} tokens",
         training["hardware"],
         training["date"],
+        f"**Training time:** {format_duration(training['training_time_hours'])} (wall clock)",
         f"`{results['command']}`",
     ]
     missing = [figure for figure in figures if figure not in card.text]

@@ -119,7 +119,8 @@ def test_card_metadata_carries_exactly_the_numbers_of_the_result_files(files):
     assert _metrics(card) == _expected(json.loads(files["benchmarks"].read_text()), PERPLEXITY)
     assert card.data.model_name == "MTLM-test" and card.data.license == "mit"
     assert "trust_remote_code=True" in card.text and '"tester/MTLM-test"' in card.text
-    assert "987,654,321" in card.text and "2 CPU cores" in card.text and "0.25 hours" in card.text
+    assert "987,654,321" in card.text and "2 CPU cores" in card.text
+    assert "**Training time:** 15.0 min (wall clock)" in card.text
     assert f"{files['num_parameters']:,}-parameter" in card.text
     assert "| ARC-Easy | 107 | 27.01 ± 1.00 | 57.02 |" in card.text  # the table shows the same numbers
     assert "| OpenBookQA † | 109 | 29.01 ± 1.00 | 59.02 |" in card.text  # † : prompts differ from lm-eval's
