@@ -1,4 +1,4 @@
-"""Double a 2.2 GB checkpoint on disk: `mtlm-grow` (growth_ops.grow_checkpoint) against mergekit's passthrough.
+"""Double a 2.2 GB checkpoint on disk: `mtlm-grow` (growth_ops.grow_checkpoint) against `cp` and mergekit.
 
     python benchmarks/grow_checkpoint.py      # writes benchmarks/grow_checkpoint.json beside this file
 
@@ -13,11 +13,26 @@ mergekit is installed by this script into its own virtual environment (`--mergek
 dependency of the project. If it cannot be installed or run, the JSON says why and holds no numbers
 for it.
 
-Every run is a fresh process, the two tools alternating, on a warm page cache. Time is the wall time
-of the whole command. Peak memory is the command's peak resident set size (`ru_maxrss` of a small
-wrapper's children), cross-checked by sampling the RSS of the whole process tree every 10 ms. A `--dry-run` of mtlm-grow
-(imports, config, headers, plan: everything but the tensors) gives the fixed cost, so that "peak
-extra" (peak minus that) can be set against the largest tensor, the bound growth_ops claims.
+`cp` is the floor: the disk's speed. Depth growth copies each tensor's bytes from the source file to the
+grown one (`os.copy_file_range`), so it should take about as long as copying the bytes the grown
+checkpoint holds. The `cp` arm runs `cp -r SOURCE OUT/copy-i` once for each i of the factor (2): it
+writes the whole source folder twice, 2x the source's bytes, a little more than the grown checkpoint
+(whose embeddings and head are not doubled). Times are therefore compared per GB written
+(`bytes_written`: the sizes of the files each run leaves). The aim: growth_ops within 1.3x of `cp`.
+Two growth_ops arms: `growth_ops` is the whole `mtlm-grow` command, which pays a fixed cost (start
+Python, import torch and transformers, plan: the `--dry-run` arm measures it) that `cp` does not;
+`growth_ops_call` is `grow_checkpoint` called in a fresh process and timed from after the imports
+(plan and write), the library's own time.
+
+Every run is a fresh process, the arms taking turns to go first (rotated each repeat). Caches cannot
+be dropped without root, so each run starts alike instead: the source is read once right before it (a
+warm page cache for every arm), and `sync` first writes out what earlier runs left dirty. Time is wall
+time; a `sync` right after each run is timed too (`sync_after_seconds`): "to disk" adds it, the time
+until the bytes are on the disk rather than in the page cache. `cpu_seconds` (user and system) is
+steadier than wall time on a shared machine. Peak memory is the command's peak resident set size
+(`ru_maxrss` of a small wrapper's children), cross-checked by sampling the RSS of the whole process tree
+every 10 ms; "peak extra" (peak minus the dry run's) is set against the largest tensor, the bound
+growth_ops claims.
 
 A correctness column grows a tiny Qwen2 with per-layer `layer_types` with both tools: the grown config
 must have one layer type per layer and load in Transformers. Last, the source is copied tensor by
@@ -28,6 +43,7 @@ every page read resident, so memory grows with the model.
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import subprocess
@@ -83,6 +99,19 @@ def make_source_in_fresh_process(cfg: BenchConfig, folder: Path) -> None:
     maker.join()
 
 
+def warm_source(folder: Path, chunk_bytes: int = 8 * 2**20) -> None:
+    """Read every file of `folder` once, so that each arm starts with the source in the page cache."""
+    buffer = bytearray(chunk_bytes)
+    for path in folder.iterdir():
+        with open(path, "rb", buffering=0) as file:
+            while file.readinto(buffer):
+                pass
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 def checkpoint_bytes(folder: Path) -> dict:
     sizes = {}
     for path in folder.glob("*.safetensors"):
@@ -124,8 +153,21 @@ def mergekit_config(src: Path, num_layers: int, factor: int, dtype: str) -> str:
 _PEAK_RSS_WRAPPER = """
 import json, resource, subprocess, sys
 returncode = subprocess.run(sys.argv[2:]).returncode
-peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-open(sys.argv[1], "w").write(json.dumps({"returncode": returncode, "peak_kib": peak_kib}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu_seconds = usage.ru_utime + usage.ru_stime
+open(sys.argv[1], "w").write(json.dumps({"returncode": returncode, "peak_kib": usage.ru_maxrss, "cpu": cpu_seconds}))
+"""
+
+# `grow_checkpoint` in a fresh process, timed from after the imports: the library's own time (plan and write),
+# without the start of Python, torch and transformers that the whole command (and the dry run) pays.
+_TIMED_CALL = """
+import json, sys, time
+import growth_ops.checkpoint
+from growth_ops import GrowthSpec, grow_checkpoint
+src, out, factor, max_shard_size, report = sys.argv[1:6]
+start = time.perf_counter()
+grow_checkpoint(src, out, GrowthSpec(depth=int(factor), depth_method="stack"), max_shard_size=int(max_shard_size))
+open(report, "w").write(json.dumps(time.perf_counter() - start))
 """
 
 
@@ -163,6 +205,7 @@ def measure(command: list[str], interval: float, workdir: Path) -> dict:
     measured = json.loads(report.read_text())
     return {
         "seconds": seconds,
+        "cpu_seconds": measured["cpu"],  # user and system: what the command ran, whatever else the cores ran
         "peak_rss_bytes": measured["peak_kib"] * 1024,  # Linux reports KiB
         "peak_tree_rss_sampled_bytes": tree_peak,  # the command and the small wrapper together
         "returncode": measured["returncode"],
@@ -260,6 +303,51 @@ def per_layer_config_check(workdir: Path, mergekit: Path | None) -> dict:
     return report
 
 
+def summarise(runs: list[dict]) -> dict:
+    seconds = statistics.median(r["seconds"] for r in runs)
+    to_disk = statistics.median(r["seconds"] + r["sync_after_seconds"] for r in runs)
+    gigabytes = statistics.median(r["bytes_written"] for r in runs) / 1e9
+    return {
+        "median_seconds": seconds,
+        "median_seconds_to_disk": to_disk,
+        "median_bytes_written": gigabytes * 1e9,
+        "seconds_per_gb_written": seconds / gigabytes if gigabytes else None,
+        "seconds_to_disk_per_gb_written": to_disk / gigabytes if gigabytes else None,
+        "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
+        "median_peak_rss_gib": statistics.median(r["peak_rss_bytes"] for r in runs) / 2**30,
+        "max_peak_tree_rss_sampled_gib": max(r["peak_tree_rss_sampled_bytes"] for r in runs) / 2**30,
+        "all_succeeded": all(r["returncode"] == 0 for r in runs),
+    }
+
+
+def against_cp(runs: dict[str, list[dict]], summary: dict) -> dict:
+    """growth_ops' time over cp's, per GB written: the whole command, and the `grow_checkpoint` call alone."""
+    cp = summary["cp"]
+
+    def per_gb(run: dict) -> float:
+        return run["seconds"] / (run["bytes_written"] / 1e9)
+
+    report = {
+        "cp_copies": "the source folder (weights, config, generation config), `factor` times: cp -r SOURCE OUT/copy-i",
+        "fixed_seconds_of_the_command": summary["growth_ops_dry_run"]["median_seconds"],  # Python, torch, plan
+        "aim": 1.3,
+    }
+    for arm in ("growth_ops", "growth_ops_call"):
+        ours = summary[arm]
+        ratio = ours["seconds_per_gb_written"] / cp["seconds_per_gb_written"]
+        report[arm] = {
+            "time": ours["median_seconds"] / cp["median_seconds"],
+            "seconds_per_gb_written": ratio,
+            "seconds_per_gb_written_per_repeat": [
+                per_gb(a) / per_gb(b) for a, b in zip(runs[arm], runs["cp"], strict=True)
+            ],
+            "seconds_to_disk_per_gb_written": ours["seconds_to_disk_per_gb_written"]
+            / cp["seconds_to_disk_per_gb_written"],
+            "aim_met": ratio <= report["aim"],
+        }
+    return report
+
+
 def machine() -> dict:
     return {
         **host(),
@@ -267,7 +355,9 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "safetensors": safetensors.__version__,
-        "note": "2 CPU cores shared with other jobs: times are noisy; memory is not",
+        "load_average_1_5_15_min_at_start": os.getloadavg(),
+        "note": "2 CPU cores and one disk shared with other jobs (other sessions' test runs) while this ran: "
+        "times are noisy, the load average says how much; memory is not. Re-run on a quiet machine for times.",
     }
 
 
@@ -290,7 +380,7 @@ def main() -> None:
         params_per_shard = str(cfg.max_shard_bytes // getattr(torch, cfg.dtype).itemsize)
 
         def command(tool: str, out: Path) -> list[str]:
-            if tool == "growth_ops":
+            if tool in ("growth_ops", "growth_ops_dry_run"):
                 args_ = [
                     "--factor",
                     str(cfg.factor),
@@ -299,35 +389,49 @@ def main() -> None:
                     "--max-shard-size",
                     str(cfg.max_shard_bytes),
                 ]
-                return [sys.executable, "-m", "growth_ops.cli", str(src), str(out), *args_]
+                dry_run = ["--dry-run"] if tool == "growth_ops_dry_run" else []
+                return [sys.executable, "-m", "growth_ops.cli", str(src), str(out), *args_, *dry_run]
+            if tool == "growth_ops_call":
+                timed = [str(src), str(out), str(cfg.factor), str(cfg.max_shard_bytes), str(workdir / "call.json")]
+                return [sys.executable, "-c", _TIMED_CALL, *timed]
+            if tool == "cp":
+                copies = 'mkdir "$1" && for i in $(seq "$2"); do cp -r "$0" "$1/copy-$i" || exit 1; done'
+                return ["sh", "-c", copies, str(src), str(out), str(cfg.factor)]
             flags = ["--lazy-unpickle", "--no-copy-tokenizer", "--out-shard-size", params_per_shard]
             return [str(mergekit), str(workdir / "stack.yml"), str(out), *flags]
 
-        tools = ["growth_ops"] + (["mergekit"] if mergekit else [])
-        dry_run = command("growth_ops", workdir / "unused") + ["--dry-run"]
+        def timed_run(tool: str) -> dict:
+            out = workdir / f"{tool}-out"
+            shutil.rmtree(out, ignore_errors=True)
+            warm_source(src)
+            os.sync()
+            run = measure(command(tool, out), cfg.sample_interval_s, workdir)
+            start = time.perf_counter()
+            os.sync()
+            run["sync_after_seconds"] = time.perf_counter() - start
+            run["bytes_written"] = folder_bytes(out) if out.exists() else 0
+            if tool == "growth_ops_call" and run["returncode"] == 0:
+                run["command_seconds"], run["seconds"] = (
+                    run["seconds"],
+                    json.loads((workdir / "call.json").read_text()),
+                )
+            print(tool, run, flush=True)
+            return run
+
+        tools = ["growth_ops", "growth_ops_call", "cp"] + (["mergekit"] if mergekit else [])
         runs = {tool: [] for tool in tools} | {"growth_ops_dry_run": []}
         for repeat in range(cfg.repeats):
-            runs["growth_ops_dry_run"].append(measure(dry_run, cfg.sample_interval_s, workdir))
-            for tool in tools if repeat % 2 == 0 else tools[::-1]:
-                out = workdir / f"{tool}-out"
-                shutil.rmtree(out, ignore_errors=True)
-                runs[tool].append(measure(command(tool, out), cfg.sample_interval_s, workdir))
-                print(tool, repeat, runs[tool][-1], flush=True)
+            runs["growth_ops_dry_run"].append(timed_run("growth_ops_dry_run"))
+            for tool in tools[repeat % len(tools) :] + tools[: repeat % len(tools)]:
+                runs[tool].append(timed_run(tool))
         result["runs"] = runs
         result["grown"] = checkpoint_bytes(workdir / "growth_ops-out")
-        summary = {
-            tool: {
-                "median_seconds": statistics.median(r["seconds"] for r in rs),
-                "median_peak_rss_gib": statistics.median(r["peak_rss_bytes"] for r in rs) / 2**30,
-                "max_peak_tree_rss_sampled_gib": max(r["peak_tree_rss_sampled_bytes"] for r in rs) / 2**30,
-                "all_succeeded": all(r["returncode"] == 0 for r in rs),
-            }
-            for tool, rs in runs.items()
-        }
+        summary = {tool: summarise(rs) for tool, rs in runs.items()}
         ours, fixed = summary["growth_ops"], summary["growth_ops_dry_run"]
         ours["peak_extra_over_dry_run_gib"] = ours["median_peak_rss_gib"] - fixed["median_peak_rss_gib"]
         ours["largest_tensor_gib"] = result["source"]["largest_tensor"] / 2**30
         ours["model_gib"] = result["source"]["total"] / 2**30
+        summary["growth_ops_over_cp"] = against_cp(runs, summary)
         if mergekit:
             theirs = summary["mergekit"]
             summary["mergekit_over_growth_ops"] = {
@@ -336,6 +440,7 @@ def main() -> None:
             }
             result["outputs_compared"] = same_checkpoint(workdir / "growth_ops-out", workdir / "mergekit-out")
         result["summary"] = summary
+        result["machine"]["load_average_1_5_15_min_after_the_timed_runs"] = os.getloadavg()
         result["per_layer_config_check"] = per_layer_config_check(workdir, mergekit)
         result["reader_backends"] = reader_backend_check(src, workdir)
     finally:

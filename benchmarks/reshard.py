@@ -4,7 +4,7 @@
 
 The source is the checkpoint of `grow_checkpoint.py` (TinyLlama-1.1B's shape, random bfloat16 weights,
 one 2.2 GB `model.safetensors`), resharded into 500 MB files. "streamed" is what `mtlm_hf.publish` runs
-now; "load_whole" is what it ran before: `safetensors.torch.load_file` of every weights file, then
+now (each tensor's bytes copied from file to file, no tensor built); "load_whole" is what it ran before: `safetensors.torch.load_file` of every weights file, then
 huggingface_hub's `save_torch_state_dict`. "imports" runs the imports only, the fixed cost of both.
 
 Every run is a fresh process, the two ways alternating, measured as in `grow_checkpoint.py` (wall time,

@@ -5,8 +5,9 @@ meta device (no memory), built from `config.json` so that the anatomy, the plans
 come from exactly the code `grow` runs in memory: `apply_width` and `apply_plan` are applied to the
 skeleton, and every tensor is copied by the rules of `growth_ops.rules` and grown in width by those of
 `growth_ops.width_rules` (`growth_ops.width_checkpoint`). Shards are streamed to disk, so memory
-holds one tensor at a time whatever the model or shard size, and the result is written to a
-temporary sibling folder that is renamed into place only once complete.
+holds one tensor at a time whatever the model or shard size; growth in depth alone builds no tensor
+at all: each one's bytes are copied from the source file (`mtlm_shards.write_shards`), at the disk's
+speed. The result is written to a temporary sibling folder that is renamed into place only once complete.
 """
 
 from __future__ import annotations

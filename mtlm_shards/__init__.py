@@ -1,6 +1,9 @@
 """Streaming safetensors checkpoints: read the tensors of a (sharded) checkpoint one at a time, and write
 shards one tensor at a time, so memory holds a single tensor whatever the model or shard size.
 
+A tensor copied unchanged is never loaded: its bytes go from file to file (`os.copy_file_range`), so
+a reshard or a depth growth runs at the speed of the disk. A transform (width growth) reads tensors.
+
 A leaf package: it imports nothing of ours, so the model family (`mtlm_hf.publishing` reshards with
 `reshard`) and the growth library (`growth_ops.checkpoint` grows checkpoints with it) can both use it
 without depending on each other. Neither safetensors nor huggingface_hub streams a reshard one tensor at
@@ -10,12 +13,16 @@ a time (`save_torch_state_dict` takes the whole state dict), hence this module.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from huggingface_hub import split_state_dict_into_shards_factory
@@ -26,6 +33,10 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 # Weights in formats read here (safetensors) or never loaded (pickles), and the others of the HF ecosystem.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 _FILENAME_PATTERN = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
+_CHUNK_BYTES = 8 * 2**20  # of zeros, or of a copy through user space where the kernel cannot copy
+# What a system call that copies between files raises where the OS or the file system cannot do it (an old
+# kernel, a copy across file systems, a container's seccomp filter, macOS's socket-only sendfile).
+_UNSUPPORTED = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM, errno.ENOTSOCK}
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class TensorCopy:
         dtype (`str`): safetensors dtype (`"BF16"`).
         shape (`tuple[int, ...]`): Shape.
         nbytes (`int`): Size in bytes.
+        source_offset (`int`): Where the stored bytes start in `source_file`, from the start of the file.
         zeroed (`bool`): Written as zeros (a residual writer of an identity-initialised layer).
     """
 
@@ -48,7 +60,17 @@ class TensorCopy:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    source_offset: int
     zeroed: bool
+
+
+class StoredTensor(NamedTuple):
+    """What a safetensors header says of one tensor; unpacks into `TensorCopy`'s fields after `source_name`."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    offset: int
 
 
 def read_weight_map(source: Path) -> dict[str, str]:
@@ -103,28 +125,35 @@ def open_shard(path: Path):
         yield handle
 
 
-def read_headers(source: Path, weight_map: dict[str, str]) -> dict[str, tuple[str, tuple[int, ...], int]]:
-    """`{tensor name: (safetensors dtype, shape, bytes)}` for every tensor of the index, from the headers only."""
+def read_headers(source: Path, weight_map: dict[str, str]) -> dict[str, StoredTensor]:
+    """Dtype, shape, size and file offset of every tensor of the index, from the headers only."""
     by_file = defaultdict(list)
     for name, filename in weight_map.items():
         by_file[filename].append(name)
     headers = {}
     for filename, names in by_file.items():
-        with open_shard(source / filename) as handle:
+        with open_shard(source / filename) as handle:  # checks the header against the file's size
             held = set(handle.keys())
-            absent = [name for name in names if name not in held]
-            if absent:
-                raise ValueError(
-                    f"The index of {source} places {len(absent)} tensor(s) in {filename} (e.g. {absent[0]!r}) that "
-                    "the file does not hold: the index and the shards come from different saves; fetch them again."
-                )
-            for name in names:
-                view = handle.get_slice(name)
-                shape = tuple(view.get_shape())
-                # An empty slice reads no data but tells the torch dtype, hence the element size.
-                dtype = (view[:0] if shape else handle.get_tensor(name)).dtype
-                headers[name] = (view.get_dtype(), shape, math.prod(shape) * dtype.itemsize)
+        absent = [name for name in names if name not in held]
+        if absent:
+            raise ValueError(
+                f"The index of {source} places {len(absent)} tensor(s) in {filename} (e.g. {absent[0]!r}) that "
+                "the file does not hold: the index and the shards come from different saves; fetch them again."
+            )
+        header, data_start = _read_raw_header(source / filename)
+        for name in names:
+            entry = header[name]
+            start, end = entry["data_offsets"]
+            headers[name] = StoredTensor(entry["dtype"], tuple(entry["shape"]), end - start, data_start + start)
     return headers
+
+
+def _read_raw_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and where its data starts. Read by hand: safetensors tells no
+    tensor's offset in the file. The format: an 8-byte little-endian header size, then the header."""
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        return json.loads(file.read(size)), 8 + size
 
 
 def split_into_shards(tensors: dict[str, TensorCopy], max_shard_size: int | str) -> dict[str, list[str]]:
@@ -155,25 +184,17 @@ def write_shards(
 ) -> list[Path]:
     """Write `shards` (and their index when there are several) into `folder`, reading `tensors` from `source`.
 
-    `read` gives the data of each tensor as it is written (a transform such as width growth); by default the
-    stored tensor, zeroed when its `TensorCopy` says so. Every file is read back to check it holds what was
-    written. Returns the files written.
+    `read` gives the data of each tensor as it is written (a transform such as width growth). Without it,
+    each tensor's stored bytes are copied from its source file (zeros when its `TensorCopy` says so), and
+    no tensor is built. Every file is read back to check it holds what was written. Returns the files written.
     """
     total_size = sum(tensor.nbytes for tensor in tensors.values())
     bar = tqdm(total=total_size, unit="B", unit_scale=True, desc=description, disable=not progress)
     with bar, contextlib.ExitStack() as stack:
-        handles = {}
-
-        def read_stored(tensor: TensorCopy) -> torch.Tensor:
-            if tensor.source_file not in handles:
-                handles[tensor.source_file] = stack.enter_context(open_shard(source / tensor.source_file))
-            data = handles[tensor.source_file].get_tensor(tensor.source_name)
-            return data.zero_() if tensor.zeroed else data
-
-        read = read or read_stored
+        write_data = _ByteCopier(source, stack) if read is None else _TensorWriter(read)
         for filename, names in shards.items():
             bar.set_postfix_str(filename)
-            _write_shard(folder / filename, [tensors[n] for n in names], read, bar.update)
+            _write_shard(folder / filename, [tensors[n] for n in names], write_data, bar.update)
     written = [folder / filename for filename in shards]
     if len(shards) > 1:
         index = {
@@ -207,9 +228,12 @@ def reshard(source: Path, destination: Path, max_shard_size: int | str, progress
 
 
 def _write_shard(
-    path: Path, tensors: list[TensorCopy], read: Callable[[TensorCopy], torch.Tensor], advance: Callable[[int], object]
+    path: Path,
+    tensors: list[TensorCopy],
+    write_data: Callable[[io.FileIO, TensorCopy], None],
+    advance: Callable[[int], object],
 ) -> None:
-    """Stream one safetensors file to disk, one tensor in memory at a time.
+    """Stream one safetensors file to disk, one tensor at a time.
 
     Written by hand because safetensors' writers (`save_file`, `serialize_file`) need every tensor of a
     file in memory at once. The format is safetensors': an 8-byte little-endian header size, a JSON
@@ -227,15 +251,111 @@ def _write_shard(
         offset += tensor.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as file:
-        file.write(len(encoded).to_bytes(8, "little"))
-        file.write(encoded)
+    # Unbuffered: the byte copy writes through the file descriptor, at the file's position.
+    with open(path, "wb", buffering=0) as file:
+        _write_all(file, len(encoded).to_bytes(8, "little") + encoded)
         for tensor in tensors:
-            data = read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
-            if data.nbytes != tensor.nbytes:
-                raise ValueError(
-                    f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "
-                    f"{tensor.nbytes}: the shard is damaged; fetch it again."
-                )
-            file.write(memoryview(data))
+            write_data(file, tensor)
             advance(tensor.nbytes)
+
+
+class _TensorWriter:
+    """Writes the bytes of the tensor `read` gives (a transform of the stored tensor)."""
+
+    def __init__(self, read: Callable[[TensorCopy], torch.Tensor]) -> None:
+        self.read = read
+
+    def __call__(self, file: io.FileIO, tensor: TensorCopy) -> None:
+        data = self.read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
+        if data.nbytes != tensor.nbytes:
+            raise ValueError(
+                f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "
+                f"{tensor.nbytes}: the shard is damaged; fetch it again."
+            )
+        _write_all(file, memoryview(data))
+
+
+class _ByteCopier:
+    """Writes a stored tensor by copying its byte range from its source file, never building a tensor.
+
+    By hand because safetensors has no API that copies a tensor's bytes between files. The copy runs in
+    the kernel where it can (`copy_file_range`, else `sendfile`), and through a buffer of a few MB where
+    neither works (another OS or file system). The source files stay open until `stack` closes.
+    """
+
+    def __init__(self, source: Path, stack: contextlib.ExitStack) -> None:
+        self.source, self.stack = source, stack
+        self.files: dict[str, io.FileIO] = {}
+
+    def __call__(self, file: io.FileIO, tensor: TensorCopy) -> None:
+        if tensor.zeroed:
+            _write_zeros(file, tensor.nbytes)
+            return
+        if tensor.source_file not in self.files:
+            path = self.source / tensor.source_file
+            self.files[tensor.source_file] = self.stack.enter_context(open(path, "rb", buffering=0))
+        source, offset, count = self.files[tensor.source_file], tensor.source_offset, tensor.nbytes
+        copied = 0
+        for name, call in _KERNEL_COPIES.items():
+            if hasattr(os, name):
+                copied += _copy_in_kernel(call, source.fileno(), file.fileno(), offset + copied, count - copied)
+        copied += _copy_through_buffer(source, file, offset + copied, count - copied)
+        if copied != count:
+            raise ValueError(
+                f"{tensor.source_name} in {self.source / tensor.source_file} ends after {copied} of its "
+                f"{count} bytes: the file was truncated after its header was read (is something else "
+                "writing it?); fetch it again."
+            )
+
+
+# The system calls that copy between files in the kernel, as (source fd, destination fd, source offset, count)
+# -> bytes copied; both write at the destination's position.
+_KERNEL_COPIES = {
+    "copy_file_range": lambda source, destination, offset, count: os.copy_file_range(
+        source, destination, count, offset
+    ),
+    "sendfile": lambda source, destination, offset, count: os.sendfile(destination, source, offset, count),
+}
+
+
+def _copy_in_kernel(
+    copy: Callable[[int, int, int, int], int], source: int, destination: int, offset: int, count: int
+) -> int:
+    """Run `copy` until `count` bytes are copied, the source ends, or the OS refuses the call; the bytes copied."""
+    done = 0
+    while done < count:
+        try:
+            copied = copy(source, destination, offset + done, count - done)
+        except OSError as error:
+            if error.errno not in _UNSUPPORTED:
+                raise
+            break
+        if copied == 0:  # the end of the source, or a file system that copies nothing: the buffer decides
+            break
+        done += copied
+    return done
+
+
+def _copy_through_buffer(source: io.FileIO, destination: io.FileIO, offset: int, count: int) -> int:
+    buffer, done = memoryview(bytearray(min(count, _CHUNK_BYTES))), 0
+    source.seek(offset)
+    while done < count:
+        read = source.readinto(buffer[: count - done])
+        if not read:
+            break
+        _write_all(destination, buffer[:read])
+        done += read
+    return done
+
+
+def _write_zeros(file: io.FileIO, count: int) -> None:
+    zeros = memoryview(bytes(min(count, _CHUNK_BYTES)))
+    for start in range(0, count, len(zeros)):
+        _write_all(file, zeros[: count - start])
+
+
+def _write_all(file: io.FileIO, data: bytes | memoryview) -> None:
+    """An unbuffered write may write part of the data (Linux writes at most about 2 GB at once)."""
+    data = memoryview(data).cast("B")
+    while data:
+        data = data[file.write(data) :]

@@ -240,3 +240,25 @@ def test_a_plan_that_does_not_fit_writes_nothing(tmp_path):
         grow_checkpoint(tmp_path / "scaled", tmp_path / "dst", GrowthSpec(depth_method="identity", positions=[0]))
     assert not (tmp_path / "dst").exists()
     assert no_leftovers(tmp_path, "dst")
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="the OS copies through a buffer")
+def test_a_source_that_shrinks_while_it_is_copied_leaves_the_destination_as_it_was(tmp_path, monkeypatch):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build("llama").save_pretrained(src, max_shard_size="20KB")
+    last = sorted(src.glob("model-*.safetensors"))[-1]
+    last_size = os.path.getsize(last)
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    copy_file_range = os.copy_file_range
+
+    def shrink_the_source_first(*args):  # another process rewriting the download as we copy it
+        if os.path.getsize(last) == last_size:
+            os.truncate(last, last_size - 64)
+        return copy_file_range(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", shrink_the_source_first)
+    with pytest.raises(ValueError, match=rf"{last.name} ends after \d+ of its \d+ bytes: the file was truncated"):
+        grow_checkpoint(src, dst, GrowthSpec(depth=2), overwrite=True)
+    assert [p.name for p in dst.iterdir()] == ["keep.txt"]
+    assert no_leftovers(tmp_path, "dst")

@@ -1,14 +1,19 @@
-"""Streaming safetensors I/O (mtlm_shards): resharding keeps every tensor and bounds each file."""
+"""Streaming safetensors I/O (mtlm_shards): resharding keeps every tensor and bounds each file; unchanged
+tensors are copied byte for byte, whatever the OS offers to copy with."""
 
+import contextlib
+import dataclasses
 import json
+import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 from zoo import read_tensors
 
-from mtlm_shards import reshard
+from mtlm_shards import TensorCopy, read_headers, read_weight_map, reshard, split_into_shards, write_shards
 
 
 @pytest.fixture
@@ -73,3 +78,78 @@ def test_a_missing_shard_is_named(sharded_checkpoint, tmp_path):
     (sharded_checkpoint / lost).unlink()
     with pytest.raises(FileNotFoundError, match=rf"{lost}.*fetch the missing file"):
         reshard(sharded_checkpoint, tmp_path, 20_000)
+
+
+@pytest.fixture
+def mixed_checkpoint(tmp_path):
+    """A file whose data is not in the order of its names: safetensors stores wider dtypes first."""
+    torch.manual_seed(0)
+    tensors = {
+        "a.int8": torch.randint(-128, 127, (3, 5), dtype=torch.int8),
+        "b.bf16": torch.randn(7, 9).to(torch.bfloat16),
+        "c.fp32": torch.randn(300_000),  # larger than one chunk of zeros or of the buffered copy
+        "d.scalar": torch.tensor(2.5),
+    }
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder, tensors
+
+
+def plan_copy(folder, zeroed=()):
+    """Every tensor of `folder` as a `TensorCopy`, the ones named in `zeroed` written as zeros, in several files."""
+    weight_map = read_weight_map(folder)
+    headers = read_headers(folder, weight_map)
+    tensors = {n: TensorCopy(n, f, n, *headers[n], zeroed=n in zeroed) for n, f in weight_map.items()}
+    return tensors, split_into_shards(tensors, max(t.nbytes for t in tensors.values()))
+
+
+def read_stored_tensors(folder, stack):
+    """The tensor path: each stored tensor loaded by safetensors, as a transform that changes nothing."""
+    handle = stack.enter_context(safe_open(folder / "model.safetensors", "pt"))
+    return lambda tensor: (
+        handle.get_tensor(tensor.source_name).zero_() if tensor.zeroed else handle.get_tensor(tensor.source_name)
+    )
+
+
+@pytest.mark.parametrize("os_lacks", [(), ("copy_file_range",), ("copy_file_range", "sendfile")])
+def test_byte_copy_writes_the_files_the_tensor_path_writes(mixed_checkpoint, tmp_path, monkeypatch, os_lacks):
+    folder, stored = mixed_checkpoint
+    offsets = {
+        name: stored_tensor.offset for name, stored_tensor in read_headers(folder, read_weight_map(folder)).items()
+    }
+    assert sorted(offsets, key=offsets.get) != sorted(offsets)  # the data is not in the names' order
+    tensors, shards = plan_copy(folder, zeroed={"b.bf16", "c.fp32"})
+    assert len(shards) > 1
+    (tmp_path / "tensors").mkdir()
+    with contextlib.ExitStack() as stack:
+        write_shards(tmp_path / "tensors", folder, tensors, shards, 0, read=read_stored_tensors(folder, stack))
+    for name in os_lacks:  # as on an OS or file system without these system calls
+        monkeypatch.delattr(os, name)
+    (tmp_path / "bytes").mkdir()
+    written = write_shards(tmp_path / "bytes", folder, tensors, shards, 0)
+
+    for path in written:
+        assert path.read_bytes() == (tmp_path / "tensors" / path.name).read_bytes(), path.name
+    copied = read_tensors(tmp_path / "bytes")
+    assert copied.keys() == stored.keys()
+    for name, tensor in stored.items():
+        expected = torch.zeros_like(tensor) if name in ("b.bf16", "c.fp32") else tensor
+        assert copied[name].dtype == tensor.dtype and torch.equal(copied[name], expected), name
+
+
+def test_a_source_truncated_after_its_header_was_read_is_named(mixed_checkpoint, tmp_path):
+    folder, _ = mixed_checkpoint
+    tensors, shards = plan_copy(folder)
+    os.truncate(folder / "model.safetensors", os.path.getsize(folder / "model.safetensors") - 6)
+    with pytest.raises(ValueError, match=r"ends after \d+ of its \d+ bytes: the file was truncated.*fetch it again"):
+        write_shards(tmp_path, folder, tensors, shards, 0)
+
+
+def test_a_tensor_that_does_not_fit_its_header_is_refused(mixed_checkpoint, tmp_path):
+    folder, _ = mixed_checkpoint
+    tensors, shards = plan_copy(folder)
+    name = "b.bf16"
+    tensors[name] = dataclasses.replace(tensors[name], nbytes=tensors[name].nbytes + 2)
+    with contextlib.ExitStack() as stack, pytest.raises(ValueError, match="holds 126 bytes, its header says 128"):
+        write_shards(tmp_path, folder, tensors, shards, 0, read=read_stored_tensors(folder, stack))
