@@ -8,7 +8,9 @@ Under FSDP2 (`fully_shard`) each rank holds only a shard of every parameter and 
 grows a meta-device view of the model whose tensors are this rank's shards: a new layer's shard is
 a copy of its source's shard (same global shape, so the same rows on the same rank), and no rank
 gathers anything. A grown model built on the meta device and sharded by Accelerate's own
-`fsdp2_prepare_model` then receives those shards.
+`fsdp2_prepare_model` then receives those shards. Width growth tiles whole rows, which other ranks
+hold: there each tensor is gathered on its own, widened and split again (`_widened_shards_view`), and
+the depth growth that follows is the shard-local one.
 
 ```python
 model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, GrowthSpec(depth=2))
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -30,13 +33,16 @@ from accelerate.utils import DistributedType
 from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from .anatomy import discover_anatomy
 from .midrun import TrainingGrowth
-from .optim import OPTIMIZER_STATES, check_choice
+from .optim import OPTIMIZER_STATES, check_choice, grow_width_optimizer_state
 from .schedule import SCHEDULES, check_rewarm_steps, continue_scheduler, rewarm_schedule
 from .spec import GrowthSpec, check_spec
+from .width import apply_width, plan_width
+from .width_rules import grow_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,9 @@ def grow_prepared(
     The one call for a custom Accelerate loop. It unwraps the model, grows it in place with its
     optimizer state (see `TrainingGrowth`), continues the scheduler on the new optimizer, and
     `prepare`s all three again so that DDP registers the new layers (without this their gradients
-    are never all-reduced). The model keeps its dtype and device.
+    are never all-reduced). The model keeps its dtype and device. Width growth maps the widened
+    parameters' moments by the width rule (`growth_ops.optim.grow_width_optimizer_state` derives it);
+    under FSDP2 a rank gathers one tensor at a time for it, never the whole model.
 
     Call it on an optimizer-step boundary (after `optimizer.step()`/`zero_grad()` and
     `scheduler.step()`, before the next micro-batch), and use the returned objects from then on.
@@ -215,12 +223,24 @@ class PreparedGrowth:
         self.accelerator = accelerator
         self.unwrapped = accelerator.unwrap_model(model)  # keeps the autocast wrapper: no change yet
         self.sharded = isinstance(self.unwrapped, FSDPModule)
-        # Under FSDP2 the core grows this rank's shards, held by a meta-device view of the model.
-        view, view_optimizer = (
-            _local_shards_view(self.unwrapped, optimizer) if self.sharded else (self.unwrapped, optimizer)
-        )
+        view, view_optimizer, core_spec = self.unwrapped, optimizer, spec
+        if self.sharded and check_spec(spec).grows_width:
+            # Widened here, tensor by tensor; the core then grows the depth of the widened shards.
+            if options.get("freeze_source_layers") and not spec.grows_depth:
+                TrainingGrowth(self.unwrapped, optimizer, spec, **options)  # raises: no new layers to leave trainable
+            view, view_optimizer = _widened_shards_view(self.unwrapped, optimizer, spec)
+            layers = discover_anatomy(view, layers_attr=options.get("layers_attr")).layers_path
+            core_spec = _depth_part(spec, len(view.get_submodule(layers)))
+        elif self.sharded:
+            # Under FSDP2 the core grows this rank's shards, held by a meta-device view of the model.
+            view, view_optimizer = _local_shards_view(self.unwrapped, optimizer)
         self.growth = TrainingGrowth(
-            view, view_optimizer, spec, scheduler=scheduler, old_optimizers=(*old_optimizers, optimizer), **options
+            view,
+            view_optimizer,
+            core_spec,
+            scheduler=scheduler,
+            old_optimizers=(*old_optimizers, optimizer),
+            **options,
         )
         self.old_optimizers = self.growth.old_optimizers
 
@@ -232,6 +252,9 @@ class PreparedGrowth:
         """Grow; returns the grown bare model (the same object unless sharded) and its new bare optimizer."""
         new_optimizer = self.growth.apply()
         if self.sharded:
+            # The view optimizer (a copy of the real one's shell) would keep the view's tensors alive, widened
+            # ones included, while `_shard_like` frees them one by one.
+            self.growth.optimizer.param_groups, self.growth.optimizer.state = [], collections.defaultdict(dict)
             return _shard_like(self.accelerator, self.growth.model, new_optimizer)
         return self.unwrapped, new_optimizer
 
@@ -281,22 +304,99 @@ def _local_shards_view(model: nn.Module, optimizer: torch.optim.Optimizer) -> tu
         _set_tensor(view, name, local[id(parameter)])
     for name, buffer in model.named_buffers(remove_duplicate=False):
         _set_tensor(view, name, buffer)
-    # A shallow copy keeps the class, defaults and hyperparameters; only groups and state are swapped.
+    return view, _optimizer_view(optimizer, local, lambda _, state: {k: _to_local(v) for k, v in state.items()})
+
+
+def _optimizer_view(
+    optimizer: torch.optim.Optimizer, local: dict[int, nn.Parameter], view_state: Any
+) -> torch.optim.Optimizer:
+    """`optimizer` over a view's parameters (`local`, by id of the real ones), each with the state
+    `view_state(parameter, state)`. A shallow copy keeps the class, defaults and hyperparameters; only
+    groups and state are swapped."""
     view_optimizer = copy.copy(optimizer)
     view_optimizer.param_groups = [
         {**group, "params": [local[id(p)] for p in group["params"]]} for group in optimizer.param_groups
     ]
     view_optimizer.state = collections.defaultdict(dict)
     for parameter, state in optimizer.state.items():
-        view_optimizer.state[local[id(parameter)]] = {k: _to_local(v) for k, v in state.items()}
-    return view, view_optimizer
+        view_optimizer.state[local[id(parameter)]] = view_state(parameter, state)
+    return view_optimizer
+
+
+def _widened_shards_view(
+    model: nn.Module, optimizer: torch.optim.Optimizer, spec: GrowthSpec
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Under FSDP2: a bare model of the widened config whose parameters are this rank's shards of the widened
+    tensors, and a view of `optimizer` over them holding the shards of the widened moments.
+
+    Widening tiles whole rows, so a new shard holds rows of other ranks' old shards: each tensor is gathered on
+    its own (`full_tensor`), widened by its width rule (the moments by `grow_width_optimizer_state`), and split
+    again as the old one was placed (`distribute_tensor` without communication), so a rank holds at most one
+    gathered tensor at a time, never the whole model. The width rules are those `grow` applies, checked
+    numerically there; here the model is sharded, so the layer-by-layer check of `apply_width` does not run.
+    """
+    view = _build_on_meta(model, copy.deepcopy(model.config))
+    plan = plan_width(view, spec)
+    apply_width(view, plan)  # on the meta device: the widened config, attributes and shapes, nothing computed
+    names = {id(p): n for n, p in model.named_parameters()}
+    local: dict[int, nn.Parameter] = {}
+    for name, parameter in model.named_parameters():
+        rule = plan.rules.get(name)
+        shard = (
+            _to_local(parameter).detach()
+            if rule is None
+            else _split_like(grow_tensor(_full(parameter), rule, name), parameter)
+        )
+        local[id(parameter)] = nn.Parameter(shard, requires_grad=parameter.requires_grad)
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        _set_tensor(view, name, local[id(parameter)])
+    for name, buffer in model.named_buffers(remove_duplicate=False):
+        if name in plan.scalar_buffers:
+            buffer = torch.tensor(plan.scalar_buffers[name], dtype=buffer.dtype, device=buffer.device)
+        elif name in plan.rules:
+            buffer = grow_tensor(buffer, plan.rules[name], name)
+        _set_tensor(view, name, buffer)
+
+    def widened_state(parameter: nn.Parameter, state: dict[str, Any]) -> dict[str, Any]:
+        name = names[id(parameter)]
+        if name not in plan.rules:
+            return {k: _to_local(v) for k, v in state.items()}
+        # One parameter's moments gathered at a time; unknown entries are refused there.
+        grown = grow_width_optimizer_state({name: {k: _full(v) for k, v in state.items()}}, plan.rules)[name]
+        return {k: _split_like(v, state[k]) for k, v in grown.items()}
+
+    return view, _optimizer_view(optimizer, local, widened_state)
+
+
+def _full(tensor: Any) -> Any:
+    return tensor.detach().full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def _split_like(grown: Any, tensor: Any) -> Any:
+    """This rank's shard of the widened `grown`, placed as `tensor` (its source) is, without communication."""
+    if not isinstance(tensor, DTensor):
+        return grown
+    # A copy: the shard is a view of the whole widened tensor, which it would otherwise keep alive.
+    return distribute_tensor(grown, tensor.device_mesh, tensor.placements, src_data_rank=None).to_local().clone()
+
+
+def _depth_part(spec: GrowthSpec, num_layers: int) -> GrowthSpec:
+    """The depth growth of `spec` alone; for a width-only spec, the plan that keeps every layer."""
+    if spec.grows_depth:
+        return dataclasses.replace(spec, width=None, intermediate=None, width_noise=None, seed=None)
+    return GrowthSpec(layer_map=tuple(range(num_layers)))
 
 
 def _shard_like(
     accelerator: Accelerator, grown_view: nn.Module, grown_optimizer: torch.optim.Optimizer
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The grown model sharded as Accelerate shards a model, filled with the grown shards of `grown_view`,
-    and `grown_optimizer` moved onto its DTensor parameters with DTensor moments."""
+    and `grown_optimizer` moved onto its DTensor parameters with DTensor moments.
+
+    Parameter by parameter, each shard and its moments are copied and the view's references to them dropped
+    (`grown_view` is left without parameters), so the copies the view made of new layers are freed as the
+    sharded ones fill: a rank's memory rises by about its share of the grown state, not by that plus the copies.
+    """
     model = _build_on_meta(grown_view, grown_view.config)
     plugin = accelerator.state.fsdp_plugin
     # With cpu_ram_efficient_loading, `fsdp2_prepare_model` would broadcast rank 0's full state dict:
@@ -307,25 +407,31 @@ def _shard_like(
     finally:
         plugin.cpu_ram_efficient_loading = efficient_loading
     model.to_empty(device=accelerator.device)
-    view_parameters = dict(grown_view.named_parameters())
     sharded = dict(model.named_parameters())
+    aliases: dict[int, list[str]] = {}
+    for name, view_parameter in grown_view.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(view_parameter), []).append(name)
+    view_parameters = dict(grown_view.named_parameters())
+    to_sharded = {id(view_parameters[name]): parameter for name, parameter in sharded.items()}
+    optimized = set()
+    for group in grown_optimizer.param_groups:
+        group["params"] = [to_sharded[id(p)] for p in group["params"]]
+        optimized.update(id(p) for p in group["params"])
+    view_state, grown_optimizer.state = grown_optimizer.state, collections.defaultdict(dict)
     with torch.no_grad():
-        for name, parameter in sharded.items():
-            _to_local(parameter).copy_(view_parameters[name])
-            parameter.requires_grad_(view_parameters[name].requires_grad)
         view_buffers = dict(grown_view.named_buffers())
         for name, buffer in model.named_buffers():
             buffer.copy_(view_buffers[name])
-    name_of = {id(p): n for n, p in view_parameters.items()}
-    state = collections.defaultdict(dict)
-    for group in grown_optimizer.param_groups:
-        for view_parameter in group["params"]:
-            parameter = sharded[name_of[id(view_parameter)]]
-            state[parameter] = {
-                k: _sharded_like(parameter, v) for k, v in grown_optimizer.state.get(view_parameter, {}).items()
-            }
-        group["params"] = [sharded[name_of[id(p)]] for p in group["params"]]
-    grown_optimizer.state = state
+        for name, parameter in sharded.items():
+            view_parameter = view_parameters.pop(name)
+            _to_local(parameter).copy_(view_parameter)
+            parameter.requires_grad_(view_parameter.requires_grad)
+            entries = view_state.pop(view_parameter, {})
+            for alias in aliases[id(view_parameter)]:
+                _set_tensor(grown_view, alias, None)
+            if id(parameter) in optimized:
+                grown_optimizer.state[parameter] = {k: _sharded_like(parameter, v) for k, v in entries.items()}
+            del view_parameter, entries
     return model, grown_optimizer
 
 
@@ -358,7 +464,7 @@ def _prepare_again(
     it wrapped before, and only appends to its tracked lists, while `free_memory` forgets every tracked
     object. So the flag and the wrapper are undone, and after `free_memory` and `prepare` the objects
     that are not ours are put back, with the new ones where the old ones were, so that `save_state`
-    writes the same files in the same order.
+    writes the same files in the same order. Device placement is off for that `prepare` (see below).
     """
     (model, optimizer, scheduler), (unwrapped, new_optimizer, new_scheduler) = old, grown
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)
@@ -374,7 +480,14 @@ def _prepare_again(
     unmark_prepared(unwrapped)
     tracked = {key: list(getattr(accelerator, key)) for key in is_old}
     accelerator.free_memory()
-    prepared = accelerator.prepare(*(obj for obj in (unwrapped, new_optimizer, new_scheduler) if obj is not None))
+    # The grown objects are already where they belong. Accelerate's optimizer placement would copy every
+    # DTensor moment (`DTensor.to` its own device copies), and its FSDP2 path ignores `prepare`'s per-object
+    # `device_placement`: so placement is off for this call (the public attribute, restored after).
+    placement, accelerator.device_placement = accelerator.device_placement, False
+    try:
+        prepared = accelerator.prepare(*(o for o in (unwrapped, new_optimizer, new_scheduler) if o is not None))
+    finally:
+        accelerator.device_placement = placement
     for key, before in tracked.items():
         new = list(getattr(accelerator, key))
         restored = []

@@ -39,7 +39,8 @@ class GrowthCallback(TrainerCallback):
     optimizer (under FSDP2 shard by shard, see `grow_prepared`), saves the grown state as the Trainer
     checkpoint of that step, and resumes from it, so that `Trainer` wraps the grown model and restores the
     step, the data position and the RNG itself. DeepSpeed and FSDP version 1 are refused with what to do
-    instead. The plan applied is kept in `self.plan`.
+    instead. The plan applied is kept in `self.plan`. Width growth maps the widened parameters' moments by
+    the width rule (`growth_ops.optim.grow_width_optimizer_state`).
 
     A run resumed from a checkpoint saved after growth must be given the grown model (grow it with the
     same spec before `train(resume_from_checkpoint=...)`): the checkpoint holds the grown weights.

@@ -4,8 +4,12 @@ An optimizer holds its parameters by identity, so after growth it knows none of 
 core reads the optimizer's state by parameter name and its param groups, grows the model, and builds
 an optimizer of the same class whose groups hold the grown model's parameters (each new parameter in
 the group of its source, so a weight-decay split carries over) with the grown state. Everything that
-can fail is checked when a `TrainingGrowth` is made; `apply` then changes the model. Framework-free:
+can fail is checked when a `TrainingGrowth` is made; `apply` then changes the model (only width growth's
+numerical check runs there, on the grown model, and restores the model when it fails). Framework-free:
 the Accelerate and Trainer integrations wrap it.
+
+Width growth comes first, then depth, as in `grow`: widened parameters take their moments mapped by the
+width rule (`optim.grow_width_optimizer_state`), and new layers copy the widened layers' state.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from torch import nn
 
 from .apply import apply_plan
 from .in_memory import plan_growth
-from .optim import OPTIMIZER_STATES, check_choice, grow_optimizer_state
+from .optim import OPTIMIZER_STATES, check_choice, grow_optimizer_state, grow_width_optimizer_state
 from .rules import split_layer_name
 from .schedule import continue_scheduler
 from .spec import GrowthSpec, check_spec
+from .width import apply_width, plan_width
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +53,8 @@ class TrainingGrowth:
 
     Raises:
         ValueError: If `optimizer_state` is unknown, the optimizer holds tensors that are not the
-            model's parameters, the spec does not fit the model, or it grows width (not done mid-training yet).
+            model's parameters or (for width growth) state entries that are not known moments, the spec
+            does not fit the model, or `freeze_source_layers` is asked of a spec that adds no layers.
         TypeError: If `spec` is not a `GrowthSpec`, or the optimizer class cannot be rebuilt from its
             param groups and defaults.
     """
@@ -66,18 +72,18 @@ class TrainingGrowth:
         old_optimizers: tuple[Any, ...] = (),
     ) -> None:
         check_choice("optimizer_state", optimizer_state, OPTIMIZER_STATES)
-        if check_spec(spec).grows_width:
-            # Widened weights need their Adam moments split like the weights: not mapped yet, so refuse
-            # rather than silently train with the moments of the narrow model.
+        if freeze_source_layers and not check_spec(spec).grows_depth:
             raise ValueError(
-                f"{spec} grows width, which growth in the middle of training does not do yet (the optimizer moments "
-                "of widened weights are not mapped): grow the checkpoint between runs (grow / grow_checkpoint), "
-                "or grow depth only here."
+                "freeze_source_layers leaves only the new layers trainable, and this spec adds no layers: "
+                "drop freeze_source_layers, or grow depth too."
             )
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.spec = model, optimizer, spec
         self.optimizer_state, self.freeze_source_layers = optimizer_state, freeze_source_layers
         self.anatomy, self.plan = plan_growth(model, spec, layers_attr=layers_attr)
+        self.width_plan = plan_width(model, spec, self.anatomy) if spec.grows_width else None
         state_by_name, self._groups = _capture_optimizer(optimizer, model)
+        if self.width_plan is not None:
+            state_by_name = grow_width_optimizer_state(state_by_name, self.width_plan.rules)
         self._grown_state = grow_optimizer_state(state_by_name, self.plan, self.anatomy.layers_path, optimizer_state)
         self.old_optimizers = (*old_optimizers, optimizer)
         # A dry run of the rebuild on the current parameters: an optimizer class that cannot be rebuilt
@@ -95,22 +101,31 @@ class TrainingGrowth:
             group's hyperparameters (lr and initial_lr included, so the LR goes on) and holds, in model
             order, the trainable parameters whose source the old group held, with their grown state.
             Empty groups are kept: a scheduler's per-group lists are indexed by group.
+
+        Raises:
+            RuntimeError: If this growth was applied already (make a new `TrainingGrowth`).
+            ValueError: If the widened model does not compute the same function (see `apply_width`); the
+                model is then as it was.
         """
-        apply_plan(self.model, self.plan, anatomy=self.anatomy, freeze_source_layers=self.freeze_source_layers)
+        if self._grown_state is None:
+            raise RuntimeError("This TrainingGrowth was applied already: make a new one for another growth.")
+        undo = apply_width(self.model, self.width_plan, self.anatomy) if self.width_plan is not None else None
+        if self.spec.grows_depth:
+            try:
+                apply_plan(self.model, self.plan, anatomy=self.anatomy, freeze_source_layers=self.freeze_source_layers)
+            except BaseException:
+                if undo is not None:
+                    undo.undo()
+                raise
         named_groups = self._grown_groups()
         grown = self._build_optimizer(named_groups)
+        # Handed over, not kept: under FSDP2 the grown state is moved into DTensors and freed as it goes.
+        grown_state, self._grown_state = self._grown_state, None
         for named in named_groups:
             for name, parameter in named:
-                if name in self._grown_state:
-                    grown.state[parameter] = self._grown_state[name]
-        logger.info(
-            "growth_ops: grew %r from %d to %d layers during training (%s, optimizer_state=%s)",
-            self.anatomy.layers_path,
-            self.plan.source_num_layers,
-            self.plan.num_layers,
-            self.plan.method,
-            self.optimizer_state,
-        )
+                if name in grown_state:
+                    grown.state[parameter] = grown_state[name]
+        logger.info("growth_ops: grew %s during training (optimizer_state=%s)", self.spec, self.optimizer_state)
         return grown
 
     def _build_optimizer(self, named_groups: list[list[tuple[str, nn.Parameter]]]) -> torch.optim.Optimizer:

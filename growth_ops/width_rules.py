@@ -8,6 +8,10 @@ grouping of `repeat_kv` is kept. An axis contracted with a grown input is divide
 so `W' [x; x] = [W x; W x]`. Fused projections are tiled part by part (`[q; k; v]` becomes
 `[q; q; k; k; v; v]`, not `[q; k; v; q; k; v]`). Symmetry-breaking noise is added to the blocks of the
 contracted axis and sums to zero across them, so the copies of `x` still meet the same total weight.
+
+The same rule maps what follows a tensor's gradient (an optimizer's moments, `grow_moment`): each entry has
+`TensorRule.copies` copies, and at the cloned point each copy's gradient is the source entry's times
+`TensorRule.gradient_scale` (derived in `growth_ops.optim.grow_width_optimizer_state`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,26 @@ class TensorRule:
         return tuple(sum(size * factor for size, factor in parts) for parts in self.axes)
 
     @property
+    def copies(self) -> int:
+        """How many copies of each source entry the grown tensor holds: the product of the axes' factors.
+
+        Raises:
+            ValueError: If the parts of one axis grow by different factors (no such layout is grown today).
+        """
+        copies = 1
+        for parts in self.axes:
+            factors = {factor for _, factor in parts}
+            if len(factors) != 1:
+                raise ValueError(f"The parts of one axis grow by different factors {sorted(factors)}: not mapped.")
+            copies *= factors.pop()
+        return copies
+
+    @property
+    def gradient_scale(self) -> float:
+        """What each copy's gradient is, relative to its source entry's, at the cloned point: `1 / (scale * copies)`."""
+        return 1.0 / (self.scale * self.copies)
+
+    @property
     def is_identity(self) -> bool:
         """Whether the tensor is left as it is."""
         tiled = any(factor != 1 for parts in self.axes for _, factor in parts)
@@ -110,6 +134,25 @@ def grow_tensor(tensor: torch.Tensor, rule: TensorRule, name: str) -> torch.Tens
     if rule.noise and rule.contracted is not None:
         result += _cancelling_noise(tensor, rule, name).to(result.device)
     return result.to(tensor.dtype)
+
+
+def grow_moment(moment: torch.Tensor, rule: TensorRule, order: int) -> torch.Tensor:
+    """A per-entry statistic of `tensor`'s gradient (an optimizer moment) as the grown tensor's: tiled as `rule`
+    tiles the tensor and multiplied by `rule.gradient_scale ** order`, without the tensor's scale, offset or noise.
+
+    Args:
+        moment (`torch.Tensor`): Shaped like the source tensor (not changed).
+        rule (`TensorRule`): The rule of the tensor whose gradient it follows.
+        order (`int`): 1 for statistics linear in the gradient (Adam's `exp_avg`, SGD's momentum), 2 for
+            squares (`exp_avg_sq`), 0 for tiling alone.
+
+    Returns:
+        `torch.Tensor`: A new tensor of the moment's dtype.
+    """
+    tiled = grow_tensor(moment, TensorRule(rule.axes), "")
+    if order == 0 or rule.gradient_scale == 1.0:
+        return tiled
+    return (tiled.float() * rule.gradient_scale**order).to(moment.dtype)
 
 
 def _cancelling_noise(tensor: torch.Tensor, rule: TensorRule, name: str) -> torch.Tensor:

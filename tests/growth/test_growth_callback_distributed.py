@@ -1,7 +1,7 @@
 """`GrowthCallback` under `transformers.Trainer` on 2 CPU processes, with DDP and with FSDP2.
 
 tests/scripts/trainer_growth.py trains a tiny MTLM for 6 optimizer steps with `growth.train(trainer)`,
-growing it 2 -> 4 layers at step 3; every rank trains on other examples. Each rank dumps the new layers'
+growing it 2 -> 4 layers at step 3 (`*-width`: widened x2 first); every rank trains on other examples. Each rank dumps the new layers'
 gradients at the first step after growth and every parameter at the end: they are equal across ranks
 only if the grown model was wrapped again (the gradients all-reduced, or reduce-scattered under FSDP).
 """
@@ -16,18 +16,20 @@ from scripts._launch import ROOT, accelerate_launch, assert_ranks_agree_and_new_
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=["ddp", "fsdp"])
+@pytest.fixture(scope="module", params=["ddp", "fsdp", "ddp-width", "fsdp-width"])
 def ranks(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"trainer_growth_{request.param}")
-    command = accelerate_launch(2, fsdp=request.param == "fsdp")
-    launch(command, ROOT / "tests/scripts/trainer_growth.py", str(out), home=out / "hf_home")
+    command = accelerate_launch(2, fsdp=request.param.startswith("fsdp"))
+    spec = ["--spec", "width"] if request.param.endswith("width") else []
+    launch(command, ROOT / "tests/scripts/trainer_growth.py", str(out), *spec, home=out / "hf_home")
     return request.param, [load_file(out / f"rank{r}.safetensors") for r in range(2)]
 
 
 def test_trainer_grew_and_the_losses_continue(ranks):
     engine, dumps = ranks
     assert [int(d["num_layers"]) for d in dumps] == [4, 4]
-    assert [bool(d["sharded"]) for d in dumps] == [engine == "fsdp"] * 2
+    assert [int(d["hidden_size"]) for d in dumps] == [64 if engine.endswith("width") else 32] * 2
+    assert [bool(d["sharded"]) for d in dumps] == [engine.startswith("fsdp")] * 2
     losses = dumps[0]["losses"].tolist()
     assert len(losses) == 6 and all(math.isfinite(x) for x in losses)  # one logged loss per optimizer step
 

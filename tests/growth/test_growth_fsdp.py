@@ -15,7 +15,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from scripts._launch import ROOT, accelerate_launch, launch
+from scripts._launch import (
+    ROOT,
+    accelerate_launch,
+    assert_losses_match_one_process,
+    assert_parameters_match_one_process,
+    launch,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,19 +58,11 @@ def test_the_model_grew_and_stayed_sharded(runs):
 
 
 def test_losses_match_one_process_before_and_after_growth(runs):
-    sharded, single = runs
-    assert sharded["losses"].numel() == 10  # 5 optimizer steps x 2 micro-batches; growth before micro-batch 4
-    torch.testing.assert_close(sharded["losses"], single["losses"], rtol=0, atol=1e-5)
-    torch.testing.assert_close(sharded["lr"], single["lr"], rtol=0, atol=0)  # the schedule continues
+    assert_losses_match_one_process(*runs)
 
 
 def test_parameters_after_training_match_one_process(runs):
-    sharded, single = runs
-    names = {k for k in single if k.startswith("param.")}
-    assert names == {k for k in sharded if k.startswith("param.")}
-    assert any(".layers.3." in n for n in names)
-    for name in names:
-        torch.testing.assert_close(sharded[name], single[name], rtol=0, atol=1e-5, msg=name)
+    assert_parameters_match_one_process(*runs)
 
 
 def test_resumes_across_growth_and_world_sizes_as_the_uninterrupted_run(runs, pieces):

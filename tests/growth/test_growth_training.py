@@ -395,8 +395,8 @@ class _Recorder(TrainerCallback):
             }
 
 
-def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layers(tmp_path):
-    model = tiny_model()
+def train_with_trainer(tmp_path, model: torch.nn.Module, callbacks: list) -> tuple[Trainer, list[float]]:
+    """`Trainer.train` for 6 optimizer steps on 24 fixed sequences; the trainer and its logged loss of every step."""
     data = [
         {"input_ids": ids, "labels": ids}
         for ids in torch.randint(0, VOCAB, (24, 16), generator=torch.Generator().manual_seed(0))
@@ -414,9 +414,15 @@ def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layer
         disable_tqdm=True,
         seed=0,
     )
-    growth, recorder = GrowthCallback(at_step=3, spec=GrowthSpec(depth=2, depth_method="stack")), _Recorder(at_step=3)
-    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[growth, recorder])
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
     trainer.train()
+    return trainer, [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layers(tmp_path):
+    model = tiny_model()
+    growth, recorder = GrowthCallback(at_step=3, spec=GrowthSpec(depth=2, depth_method="stack")), _Recorder(at_step=3)
+    trainer, losses = train_with_trainer(tmp_path, model, [growth, recorder])
 
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4
     assert growth.plan is not None and growth.plan.sources == (0, 1, 0, 1)
@@ -429,7 +435,22 @@ def test_growth_callback_grows_a_trainer_model_in_place_and_trains_the_new_layer
     for name, parameter in model.named_parameters():
         # Copied state (step 3 at growth) + 3 steps after it.
         assert optimizer.state[parameter]["step"].item() == 6.0, name
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_growth_callback_widens_a_trainer_model_and_the_loss_continues(tmp_path):
+    _, reference = train_with_trainer(tmp_path, tiny_model(), [])
+    model, growth = tiny_model(), GrowthCallback(at_step=3, spec=GrowthSpec(width=2))
+    trainer, losses = train_with_trainer(tmp_path, model, [growth])
+    assert model.config.hidden_size == 64 and growth.plan is not None
+    held = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert sorted(map(id, held)) == sorted(map(id, model.parameters()))
+    assert all(trainer.optimizer.state[p]["exp_avg"].shape == p.shape for p in held)
+    assert all(trainer.optimizer.state[p]["step"].item() == 6.0 for p in held)
+    assert losses[:3] == reference[:3]
+    # Step 4's loss is the grown model's on step 4's batch before its update: the small model's function
+    # (moments mapped by the width rule, see tests/growth/test_width_midrun.py).
+    assert losses[3] == pytest.approx(reference[3], abs=2e-4)  # Trainer logs losses rounded to 4 decimals
     assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
 
 

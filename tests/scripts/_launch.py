@@ -80,3 +80,20 @@ def assert_ranks_agree_and_new_layers_trained(ranks: list[dict]) -> None:
     assert len(at_growth) == 2 * 9
     for name, value in at_growth.items():
         assert not torch.equal(params[0][name], value), f"new parameter {name} did not train"
+
+
+def assert_losses_match_one_process(run: dict, single: dict) -> None:
+    """A run of tests/scripts/fsdp_growth.py on several processes has the single process's losses (fp32: the
+    order of sums, 1e-5) and learning rates (exactly: the schedule continues), before and after growth."""
+    assert run["losses"].numel() == 10  # 5 optimizer steps x 2 micro-batches; growth before micro-batch 4
+    torch.testing.assert_close(run["losses"], single["losses"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(run["lr"], single["lr"], rtol=0, atol=0)
+
+
+def assert_parameters_match_one_process(run: dict, single: dict) -> None:
+    """Every final parameter of that run, the grown layers' included, is the single process's within 1e-5."""
+    names = {k for k in single if k.startswith("param.")}
+    assert names == {k for k in run if k.startswith("param.")}
+    assert any(".layers.3." in n for n in names)
+    for name in names:
+        torch.testing.assert_close(run[name], single[name], rtol=0, atol=1e-5, msg=name)

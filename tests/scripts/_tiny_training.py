@@ -15,6 +15,8 @@ GROW_AT = 2  # optimizer steps before growth
 TOTAL_STEPS = 5
 ACCUM = 2  # micro-batches per optimizer step
 SPEC = GrowthSpec(depth=2, depth_method="stack")  # 2 -> 4 layers: layer 2 comes from 0, layer 3 from 1
+WIDTH_SPEC = GrowthSpec(width=2, depth=2, depth_method="stack")  # hidden, heads and MLP x2, then as SPEC
+SPECS = {"depth": SPEC, "width": WIDTH_SPEC}
 NEW_LAYERS = ("model.layers.2.", "model.layers.3.")
 
 

@@ -1,10 +1,15 @@
-"""Train a tiny MTLM, grow it mid-run with `grow_prepared`, and dump what tests/growth/test_growth_fsdp.py compares.
+"""Train a tiny MTLM, grow it mid-run with `grow_prepared`, and dump what tests/growth/test_growth_fsdp.py
+(depth, FSDP2) and tests/growth/test_width_midrun_distributed.py (width and depth, DDP and FSDP2) compare
+with 1 process.
 
     # 2 FSDP2 processes on CPU (torchrun through Accelerate; ACCELERATE_USE_CPU gives a gloo group)
     ACCELERATE_USE_CPU=true accelerate launch --config_file examples/m1/fsdp.yaml --num_processes 2 \
         tests/scripts/fsdp_growth.py OUT_DIR [--stop-after STEP] [--resume]
+    # 2 DDP processes (or FSDP2 as above), growing width too
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tests/scripts/fsdp_growth.py OUT_DIR \
+        --spec width
     # the same run in 1 plain process
-    ACCELERATE_USE_CPU=true python tests/scripts/fsdp_growth.py OUT_DIR
+    ACCELERATE_USE_CPU=true python tests/scripts/fsdp_growth.py OUT_DIR [--spec width]
 
 Every process draws the same global batches (those of step s from seed 1000 + s) and trains on its slice of
 them, so the mean of the ranks' losses (and of their gradients, which FSDP reduce-scatters) is the one
@@ -17,9 +22,9 @@ trainer does). Rank 0 writes `OUT_DIR/world{N}_from{first step}.safetensors`:
 - `losses`: the global loss of every micro-batch run;
 - `lr`: the learning rate of every optimizer step run;
 - `param.{name}`: every parameter at the end of the run, gathered;
-- `num_layers`; under FSDP, `shards_copied` (1 where every new layer's local shard on every rank
-  equals its source's right after growth, with the same placements) and `sharded` (1 where every
-  parameter, the new ones included, is a DTensor sharded over all ranks).
+- `num_layers`, `hidden_size`; `shards_copied` (under FSDP: 1 where every new layer's local shard on every
+  rank equals its source's right after growth, with the same placements) and `sharded` (1 where every
+  parameter, the new ones included, is a DTensor sharded over all ranks), as counts of ranks.
 """
 
 import argparse
@@ -27,8 +32,9 @@ import json
 from pathlib import Path
 
 import torch
-from _tiny_training import ACCUM, GROW_AT, SPEC, TOTAL_STEPS, optimizer_and_schedule, tiny_model
+from _tiny_training import ACCUM, GROW_AT, SPEC, SPECS, TOTAL_STEPS, optimizer_and_schedule, tiny_model
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
@@ -43,17 +49,19 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--stop-after", type=int, default=TOTAL_STEPS)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--spec", choices=sorted(SPECS), default="depth")
     args = parser.parse_args()
+    spec = SPECS[args.spec]
     state_dir, step_file = args.out / "state", args.out / "state_step.json"
     accelerator = Accelerator(gradient_accumulation_steps=ACCUM, step_scheduler_with_optimizer=False)
     enable_fsdp_on_cpu(accelerator)
     world, rank = accelerator.num_processes, accelerator.process_index
-    if world > 1 and not accelerator.is_fsdp2:
-        raise SystemExit(f"needs FSDP2 on {world} processes, got {accelerator.distributed_type}")
+    if world > 1 and not (accelerator.is_fsdp2 or accelerator.distributed_type == DistributedType.MULTI_CPU):
+        raise SystemExit(f"needs FSDP2 or DDP on {world} processes, got {accelerator.distributed_type}")
     start = json.loads(step_file.read_text())["step"] if args.resume else 0
     model = tiny_model()
     if start > GROW_AT:
-        grow(model, SPEC)  # the saved state holds the grown model
+        grow(model, spec)  # the saved state holds the grown model
     optimizer, scheduler = optimizer_and_schedule(model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if args.resume:
@@ -66,7 +74,7 @@ def main() -> None:
         tokens = torch.Generator().manual_seed(1000 + step)  # the same global batches on every rank
         batches = [torch.randint(0, vocab, (GLOBAL_BATCH, 16), generator=tokens) for _ in range(ACCUM)]
         if step == GROW_AT:
-            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, SPEC)
+            model, optimizer, scheduler = grow_prepared(accelerator, model, optimizer, scheduler, spec)
             shards_copied = _new_shards_equal_sources(accelerator.unwrap_model(model))
         for batch in batches:
             ids = batch[rank * per_rank : (rank + 1) * per_rank]
@@ -96,6 +104,7 @@ def main() -> None:
         dump["losses"] = torch.tensor(losses, dtype=torch.float64)
         dump["lr"] = torch.tensor(lrs, dtype=torch.float64)
         dump["num_layers"] = torch.tensor(unwrapped.config.num_hidden_layers)
+        dump["hidden_size"] = torch.tensor(unwrapped.config.hidden_size)
         dump["shards_copied"], dump["sharded"] = flags[0], flags[1]
         save_file({k: v.contiguous() for k, v in dump.items()}, args.out / f"world{world}_from{start}.safetensors")
     accelerator.wait_for_everyone()
