@@ -54,6 +54,7 @@ _EXPORTS = {
     "grow_checkpoint": "checkpoint",
     "plan_checkpoint_growth": "checkpoint",
     "grow_optimizer_state": "optim",
+    "grow_width_optimizer_state": "optim",
     "rewarm_schedule": "schedule",
     "grow_prepared": "accelerate_growth",
     "GrowthCallback": "callback",
