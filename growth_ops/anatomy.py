@@ -36,7 +36,12 @@ class DecoderAnatomy:
         num_layers_key (`str`, *optional*): Config attribute holding the layer count, after
             `attribute_map` (`"n_layer"` on GPT-2).
         per_layer_keys (`tuple[str, ...]`): Config lists with one entry per layer (`layer_types`).
-        index_list_keys (`tuple[str, ...]`): Config lists of layer indices (`mlp_only_layers`).
+        index_list_keys (`tuple[str, ...]`): Config lists of layer indices (`mlp_only_layers`): the names the table
+            knows, and any list named for layers (`attn_layer_indices`) of distinct indices below the layer count.
+        dense_prefix_keys (`tuple[str, ...]`): Config integers `k` that make the first `k` layers dense
+            (`first_k_dense_replace`).
+        period_keys (`tuple[tuple[str, str], ...]`): `(period_key, offset_key)` config integers that give layer `i`
+            another kind when `i % period == offset` (Jamba's attention and expert layers).
         sparse_step (`tuple[str, str, str]`, *optional*): `(step_key, dense_list_key, experts_key)` where
             sparse layers follow from `(layer_idx + 1) % step == 0` (Qwen MoE).
         residual_writers (`tuple[str, ...]`): Module or parameter names whose output is added to the
@@ -48,6 +53,9 @@ class DecoderAnatomy:
             residual writer before a zero-residual copy is trusted to be an identity.
         identity_blockers (`tuple[tuple[str, Any, str], ...]`): `(config_key, value, reason)` settings
             under which no layer of this model type can be an exact identity.
+        has_per_layer_overrides (`bool`): Whether the config is heterogeneous: it holds per-layer overrides
+            (`per_layer_config`, transformers' heterogeneity, e.g. gemma4's `head_dim` of full-attention
+            layers), which growth remaps by the plan's sources like a per-layer list.
     """
 
     layers_path: str
@@ -59,11 +67,14 @@ class DecoderAnatomy:
     num_layers_key: str | None = None
     per_layer_keys: tuple[str, ...] = ()
     index_list_keys: tuple[str, ...] = ()
+    dense_prefix_keys: tuple[str, ...] = ()
+    period_keys: tuple[tuple[str, str], ...] = ()
     sparse_step: tuple[str, str, str] | None = None
     residual_writers: tuple[str, ...] = ()
     residual_parameters: tuple[str, ...] = ()
     check_branches: bool = True
     identity_blockers: tuple[tuple[str, Any, str], ...] = ()
+    has_per_layer_overrides: bool = False
 
     def layer_config(self, model: nn.Module) -> PreTrainedConfig | None:
         """Return the config object that holds the layer count, or `None` for a plain module.
@@ -107,8 +118,8 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
     config = getattr(model, "config", None)
     config = config if isinstance(config, PreTrainedConfig) else None
     defaults = _table()["defaults"]
-    count_key = defaults["count_key"]
     top_type = getattr(config, "model_type", None)
+    count_key = _table()["model_types"].get(top_type, {}).get("count_key", defaults["count_key"])
 
     if layers_attr is not None:
         path, route = layers_attr, "layers_attr"
@@ -132,16 +143,29 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         )
     model_type = getattr(layer_config, "model_type", top_type)
     exception = _table()["model_types"].get(model_type, {})
-    per_layer, index_lists, num_layers_key = (), (), None
+    per_layer, index_lists, dense_prefixes, periods, num_layers_key = (), (), (), (), None
     if layer_config is not None:
+        # A heterogeneous config refuses a global read of its per-layer attributes: they are remapped as overrides.
+        overridden = set(getattr(layer_config, "per_layer_attributes", None) or ())
         num_layers_key = layer_config.attribute_map.get(count_key, count_key)
         index_lists = tuple(
-            key for key in defaults["index_list_keys"] if isinstance(getattr(layer_config, key, None), list | tuple)
+            key
+            for key in layer_config.to_dict()
+            if key not in overridden and _is_index_list(key, getattr(layer_config, key, None), len(layers), defaults)
+        )
+        dense_prefixes = tuple(
+            key for key in defaults["dense_prefix_keys"] if isinstance(getattr(layer_config, key, None), int)
+        )
+        periods = tuple(
+            (period, offset)
+            for period, offset in defaults["period_keys"]
+            if all(isinstance(getattr(layer_config, key, None), int) for key in (period, offset))
         )
         per_layer = tuple(
             key
             for key in layer_config.to_dict()
             if key not in index_lists
+            and key not in overridden
             and key not in defaults["not_per_layer_keys"]
             and not key.endswith(tuple(defaults["not_per_layer_suffixes"]))
             and isinstance(getattr(layer_config, key, None), list | tuple)
@@ -158,11 +182,14 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         num_layers_key=num_layers_key,
         per_layer_keys=per_layer,
         index_list_keys=index_lists,
+        dense_prefix_keys=dense_prefixes,
+        period_keys=periods,
         sparse_step=(step["step_key"], step["dense_list_key"], step["experts_key"]) if step else None,
         residual_writers=tuple(exception.get("residual_writers", defaults["residual_writers"])),
         residual_parameters=tuple(exception.get("residual_parameters", ())),
         check_branches=exception.get("check_branches", True),
         identity_blockers=tuple((b["key"], b["value"], b["why"]) for b in exception.get("identity_blockers", ())),
+        has_per_layer_overrides=bool(getattr(layer_config, "is_heterogeneous", False)),
     )
     logger.info(
         "growth_ops: %d %s layers at %r found via %s (model_type=%r, count key %r, per-layer keys %s, index lists %s%s)",
@@ -177,6 +204,15 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         f", table entry for {model_type!r}" if exception else "",
     )
     return anatomy
+
+
+def _is_index_list(key: str, value: Any, num_layers: int, defaults: dict[str, Any]) -> bool:
+    if not isinstance(value, list | tuple):
+        return False
+    if key in defaults["index_list_keys"]:
+        return True
+    is_indices = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < num_layers for v in value)
+    return "layer" in key and is_indices and len(set(value)) == len(value) != num_layers
 
 
 def _find_layer_list(model: nn.Module, config: PreTrainedConfig | None, count_key: str) -> tuple[str, str]:

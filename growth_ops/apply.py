@@ -73,11 +73,13 @@ def apply_plan(
     layer_config = anatomy.layer_config(model)
     config_changes = grown_config_changes(layer_config, anatomy, plan)
     attribute_changes = _index_attribute_changes(layers, plan)
+    layer_sized: dict[str, torch.Tensor] = {}
     if layer_config is not None and isinstance(model, PreTrainedModel):
-        for key, changed in _derived_attribute_changes(model, anatomy, plan, config_changes).items():
+        derived, layer_sized = _derived_attribute_changes(model, anatomy, plan, config_changes)
+        for key, changed in derived.items():
             attribute_changes.setdefault(key, {}).update(changed)
     if "zero_residual" in plan.inits:
-        anatomy = _check_identity(model, layers, layer_config, anatomy, plan, attribute_changes)
+        anatomy = _check_identity(model, layers, layer_config, anatomy, plan, attribute_changes, config_changes)
 
     kept = set(plan.kept_positions)
     shared = _shared_objects(model, layers)
@@ -98,6 +100,8 @@ def apply_plan(
         setattr(module, attribute, value)
     for key, value in config_changes.items():
         setattr(layer_config, key, value)
+    for name, value in layer_sized.items():
+        model.get_parameter(name).data = value
     # Refill the same container, so that anything holding a reference to it sees the grown list.
     del layers[:]
     layers.extend(new_layers)
@@ -144,8 +148,9 @@ def _index_attribute_changes(layers: nn.Module, plan: GrowthPlan) -> _AttributeC
 
 def _derived_attribute_changes(
     model: PreTrainedModel, anatomy: DecoderAnatomy, plan: GrowthPlan, config_changes: dict[str, Any]
-) -> _AttributeChanges:
-    """Attributes that a freshly built model holds differently because of the growth.
+) -> tuple[_AttributeChanges, dict[str, torch.Tensor]]:
+    """Attributes that a freshly built model holds differently because of the growth, and the grown values of
+    the parameters outside the layer list that hold one slice per layer.
 
     Builds the model twice on the meta device, from its config before and after growth, and
     compares every plain attribute of every module: what differs between layer `i` before and its
@@ -162,7 +167,7 @@ def _derived_attribute_changes(
     with torch.device("meta"):
         before = type(model)(copy.deepcopy(model.config))
         after = type(model)(new_config)
-    _check_structure(model, before, after, anatomy, plan)
+    layer_sized = _check_structure(model, before, after, anatomy, plan)
 
     prefix = anatomy.layers_path + "."
     old_modules = dict(before.named_modules())
@@ -178,13 +183,20 @@ def _derived_attribute_changes(
         changed = {a: v for a, v in new.items() if a in old and old[a] != v}
         if changed:
             changes[key] = changed
-    return changes
+    return changes, {
+        name: _remap_layer_slices(model.get_parameter(name), axis, plan) for name, axis in layer_sized.items()
+    }
 
 
 def _check_structure(
     model: nn.Module, before: nn.Module, after: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan
-) -> None:
-    """The grown model must hold exactly the weights `from_pretrained` would build from the grown config."""
+) -> dict[str, int]:
+    """The grown model must hold exactly the weights `from_pretrained` would build from the grown config.
+
+    Returns:
+        `{parameter name: axis}` for the parameters outside the layer list that hold one equal slice per layer
+        along `axis` (gemma4's per-layer input embeddings): growth gives each new layer its source's slice.
+    """
     current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if current != {k: tuple(v.shape) for k, v in before.state_dict().items()}:
         # Adapters, quantization or hand edits: a fresh model is no reference for this one.
@@ -193,10 +205,29 @@ def _check_structure(
             "model is not checked.",
             type(model).__name__,
         )
-        return
+        return {}
     sources = grown_tensor_sources(current, anatomy.layers_path, plan, anatomy)
     grown = {name: current[source] for name, (source, _) in sources.items()}
     reference = {k: tuple(v.shape) for k, v in after.state_dict().items()}
+    layer_sized = {
+        name: axis
+        for name in grown.keys() & reference.keys()
+        if (axis := _layer_slice_axis(grown[name], reference[name], plan)) is not None
+    }
+    if layer_sized and next(model.parameters()).device.type == "meta":
+        raise ValueError(
+            f"{type(model).__name__} holds parameters with one slice per layer outside its layer list "
+            f"({sorted(layer_sized)}): growth_ops regrows them in memory only. Load the model and use `grow`."
+        )
+    named_parameters = dict(model.named_parameters())
+    for name, axis in layer_sized.items():
+        if name not in named_parameters:
+            raise ValueError(
+                f"{name!r} holds one slice per layer, but is a buffer: growth_ops regrows parameters only."
+            )
+        shape = list(grown[name])
+        shape[axis] = reference[name][axis]
+        grown[name] = tuple(shape)
     if grown != reference:
         missing = sorted(reference.keys() - grown.keys())[:4]
         unexpected = sorted(grown.keys() - reference.keys())[:4]
@@ -206,6 +237,23 @@ def _check_structure(
             f"have (missing {missing}, unexpected {unexpected}, other shapes {reshaped}): the config decides some "
             "layer's structure by a rule growth_ops cannot remap, or holds weights sized by the layer count."
         )
+    return layer_sized
+
+
+def _layer_slice_axis(old: tuple[int, ...], new: tuple[int, ...], plan: GrowthPlan) -> int | None:
+    """The one axis along which a tensor holds `source_num_layers` equal slices that growth turns into `num_layers`."""
+    differ = [axis for axis, (a, b) in enumerate(zip(old, new, strict=False)) if a != b]
+    if len(old) != len(new) or len(differ) != 1:
+        return None
+    axis = differ[0]
+    size, rest = divmod(old[axis], plan.source_num_layers)
+    return axis if rest == 0 and new[axis] == size * plan.num_layers else None
+
+
+def _remap_layer_slices(parameter: torch.Tensor, axis: int, plan: GrowthPlan) -> torch.Tensor:
+    """Slice `j` of the grown tensor is slice `plan.sources[j]` of the old one (a copy: no storage shared)."""
+    slices = parameter.detach().chunk(plan.source_num_layers, dim=axis)
+    return torch.cat([slices[s] for s in plan.sources], dim=axis)
 
 
 def _plain_attributes(module: nn.Module | None) -> dict[str, Any]:
@@ -227,6 +275,7 @@ def _check_identity(
     anatomy: DecoderAnatomy,
     plan: GrowthPlan,
     changes: _AttributeChanges,
+    config_changes: dict[str, Any],
 ) -> DecoderAnatomy:
     """Refuse `zero_residual` growth that would not compute exactly the same function.
 
@@ -264,7 +313,13 @@ def _check_identity(
         )
     kept = set(plan.kept_positions)
     for (position, name), changed in changes.items():
-        moved = {a: v for a, v in changed.items() if a != "layer_idx"}
+        # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
+        # `cross_attention_layers`) follows the plan's sources like the config: every layer keeps its kind.
+        moved = {
+            a: v
+            for a, v in changed.items()
+            if a != "layer_idx" and (a not in config_changes or config_changes[a] != v)
+        }
         if position is None:
             # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
             moved = {a: v for a, v in moved.items() if (v, getattr(model.get_submodule(name), a, None)) != counts}

@@ -97,8 +97,9 @@ def grown_tensor_sources(
 def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[str, Any]:
     """The new values of the layer count and of every per-layer config entry, validated on a copy.
 
-    Per-layer lists (`layer_types`) follow the plan's sources; index lists (`mlp_only_layers`) hold the
-    new positions whose source was listed; a Qwen-MoE sparse step becomes an explicit dense-layer list.
+    Per-layer lists (`layer_types`) and per-layer overrides (`per_layer_config`) follow the plan's sources;
+    index lists (`mlp_only_layers`) hold the new positions whose source was listed; a Qwen-MoE sparse step
+    becomes an explicit dense-layer list.
 
     Args:
         config (`PreTrainedConfig` or `None`): The config that holds the layer count.
@@ -109,7 +110,9 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
         `dict[str, Any]`: `{attribute: new value}` to set on `config`; empty when `config` is `None`.
 
     Raises:
-        ValueError: If a strict config refuses a new value (its validators run on a copy).
+        ValueError: If a strict config refuses a new value (its validators run on a copy), or if the grown
+            dense layers are no longer the first ones where the config can only say "the first k are dense", or
+            no period and offset place the copies of periodic layers (Jamba's attention layers).
     """
     if config is None:
         return {}
@@ -121,6 +124,15 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
     for key in anatomy.index_list_keys:
         old = getattr(config, key)
         changes[key] = type(old)(j for j, s in enumerate(sources) if s in set(old))
+    for key in anatomy.dense_prefix_keys:
+        changes[key] = _grown_dense_prefix(key, getattr(config, key), anatomy, sources)
+    for period_key, offset_key in anatomy.period_keys:
+        rule = (getattr(config, period_key), getattr(config, offset_key))
+        changes[period_key], changes[offset_key] = _grown_period(period_key, offset_key, rule, anatomy, sources)
+    if anatomy.has_per_layer_overrides:
+        # Set after the layer count (dicts keep their order): the setter checks the indices against it.
+        overrides = {int(i): o for i, o in config.to_dict().get("per_layer_config", {}).items()}
+        changes["per_layer_config"] = {j: copy.deepcopy(overrides[s]) for j, s in enumerate(sources) if s in overrides}
     if anatomy.sparse_step:
         step_key, dense_key, experts_key = anatomy.sparse_step
         step = getattr(config, step_key)
@@ -134,3 +146,34 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
     for key, value in changes.items():
         setattr(trial, key, value)
     return changes
+
+
+def _grown_dense_prefix(key: str, dense: int, anatomy: DecoderAnatomy, sources: tuple[int, ...]) -> int:
+    """The new `k` of a "first k layers are dense" rule: the copies of dense layers must again come first."""
+    positions = [j for j, s in enumerate(sources) if s < dense]
+    if positions != list(range(len(positions))):
+        raise ValueError(
+            f"{anatomy.model_type}'s config makes its first layers dense ({key}={dense}) and can say nothing "
+            f"else, but this growth puts copies of them at positions {positions}, after sparse layers. Use a growth "
+            "that keeps them first (interleave, identity, dus, or an explicit layer_map)."
+        )
+    return len(positions)
+
+
+def _grown_period(
+    period_key: str, offset_key: str, rule: tuple[int, int], anatomy: DecoderAnatomy, sources: tuple[int, ...]
+) -> tuple[int, int]:
+    """A `(period, offset)` that marks exactly the copies of the layers the old one marked, the old one first."""
+    period, offset = rule
+    marked = [j for j, s in enumerate(sources) if s % period == offset]
+    limit = max(period, len(sources) + 1)
+    candidates = [(period, offset)] + [(p, o) for p in range(1, limit + 1) for o in range(p)]
+    for new_period, new_offset in candidates:
+        if [j for j in range(len(sources)) if j % new_period == new_offset] == marked:
+            return new_period, new_offset
+    raise ValueError(
+        f"{anatomy.model_type}'s config gives layer i another kind when i % {period_key} == {offset_key} "
+        f"({period_key}={period}, {offset_key}={offset}), but this growth puts copies of those layers at positions "
+        f"{marked}, which no period and offset describe. Use a growth that keeps them periodic (a stack of a model "
+        "whose layer count is a multiple of the period, or an explicit layer_map)."
+    )

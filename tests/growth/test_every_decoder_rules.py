@@ -1,0 +1,111 @@
+"""The per-layer rules that the decoders of the mapping taught growth_ops, each on a family that needs it.
+
+Per-layer config overrides (gemma4's `head_dim`), parameters with one slice per layer outside the layer
+list (gemma4's per-layer input embeddings), "the first k layers are dense" (deepseek_v3), a layer kind by
+period and offset (jamba), index lists found by their name (bamba's `attn_layer_indices`), a layer count
+under another key (longcat_flash), and the size guard of the zoo itself.
+"""
+
+import pytest
+import torch
+import zoo
+from transformers import AutoConfig
+from zoo import (
+    MAX_PARAMETERS,
+    SMALL,
+    SPECS,
+    TooLarge,
+    assert_unchanged,
+    build_small,
+    count_parameters,
+    growth_failure,
+    input_ids,
+    logits,
+    snapshot,
+)
+
+from growth_ops import GrowthSpec, discover_anatomy, grow, grow_checkpoint
+
+
+def test_size_guard_counts_on_the_meta_device_and_refuses_before_allocating(monkeypatch):
+    # blt from the generic config holds 4.6 billion parameters: counted, never allocated.
+    assert count_parameters(AutoConfig.for_model("blt", **SMALL)) > 100 * MAX_PARAMETERS
+    monkeypatch.setitem(zoo.FAMILY_SMALL, "blt", (SMALL, "the generic config, to trip the guard"))
+    with pytest.raises(TooLarge, match=r"still builds [\d,]+ parameters and buffers \(limit 20,000,000\)"):
+        build_small("blt")
+
+
+def test_per_layer_config_overrides_follow_their_source_layers():
+    model = build_small("gemma4_text")
+    head_dims = [c.head_dim for c in model.config.per_layer_config]
+    assert len(set(head_dims)) == 2  # full-attention layers have their own head_dim
+    plan = SPECS["stack"].plan_depth(4)
+    grow(model, SPECS["stack"])
+    assert [c.head_dim for c in model.config.per_layer_config] == [head_dims[s] for s in plan.sources]
+    assert [layer.self_attn.head_dim for layer in model.model.layers] == [head_dims[s] for s in plan.sources]
+
+
+def test_parameters_with_one_slice_per_layer_are_regrown_slice_by_slice():
+    model = build_small("gemma4_text")
+    old = model.model.embed_tokens_per_layer.weight.detach().clone().chunk(4, dim=1)
+    parameter = model.model.embed_tokens_per_layer.weight
+    plan = SPECS["interleave"].plan_depth(4)
+    grow(model, SPECS["interleave"])
+    new = model.model.embed_tokens_per_layer.weight
+    assert new is parameter  # the same Parameter (an optimizer's reference stays valid), regrown in place
+    assert all(
+        torch.equal(chunk, old[s]) for chunk, s in zip(new.chunk(plan.num_layers, dim=1), plan.sources, strict=True)
+    )
+    assert growth_failure("gemma4_text", "interleave") is None
+
+
+def test_on_disk_growth_refuses_parameters_with_one_slice_per_layer(tmp_path):
+    build_small("gemma4_text").save_pretrained(tmp_path / "src")
+    with pytest.raises(ValueError, match=r"one slice per layer .*embed_tokens_per_layer.*in memory only"):
+        grow_checkpoint(tmp_path / "src", tmp_path / "dst", GrowthSpec(depth=2))
+    assert not (tmp_path / "dst").exists()
+
+
+def test_first_k_dense_layers_stay_first_or_growth_is_refused():
+    model = build_small("deepseek_v3")
+    dense = [type(layer.mlp).__name__ for layer in model.model.layers]
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"first_k_dense_replace=1\) and can say nothing else.*positions \[0, 3\]"):
+        grow(model, SPECS["stack"])
+    assert_unchanged(model, before)
+    plan = SPECS["identity"].plan_depth(3)
+    grow(model, SPECS["identity"])
+    assert model.config.first_k_dense_replace == plan.sources.count(0) == 2
+    assert [type(layer.mlp).__name__ for layer in model.model.layers] == [dense[s] for s in plan.sources]
+
+
+def test_periodic_layer_kinds_get_a_new_period_or_growth_is_refused():
+    model = build_small("jamba")
+    kinds = list(zip(model.config.layers_block_type, model.config.layers_num_experts, strict=True))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"attn_layer_period=4, attn_layer_offset=1\), but .*positions \[2, 3\]"):
+        grow(model, SPECS["identity"])
+    assert_unchanged(model, before)
+    spec = GrowthSpec(layer_map=(0, 1, 0, 1, 0, 1))  # attention at 1, 3, 5: the period becomes 2
+    grow(model, spec)
+    grown = list(zip(model.config.layers_block_type, model.config.layers_num_experts, strict=True))
+    assert grown == [kinds[s] for s in spec.plan_depth(4).sources]
+    assert (model.config.attn_layer_period, model.config.attn_layer_offset) == (2, 1)
+
+
+def test_index_lists_named_for_layers_are_found_and_remapped():
+    model = build_small("bamba")
+    assert "attn_layer_indices" in discover_anatomy(model).index_list_keys
+    grow(model, SPECS["stack"])
+    assert model.config.attn_layer_indices == [1, 3, 5, 7]
+    assert growth_failure("bamba", "stack") is None
+
+
+def test_layer_count_under_another_key_is_read_from_the_table():
+    model = build_small("longcat_flash")
+    assert discover_anatomy(model).num_layers_key == "num_layers"
+    ids = input_ids()
+    grow(model, SPECS["stack"])
+    assert model.config.num_layers == 6 and len(model.model.layers) == 6
+    assert logits(model, ids).shape[-1] == model.config.vocab_size
+    assert growth_failure("longcat_flash", "stack") is None
