@@ -20,6 +20,10 @@ validation; `--data-dir` takes another folder of the same layout):
 - the small model grown x2 in depth by `growth_ops.grow` part-way, one run per `--growth`
   entry `METHOD@FRACTION` (stack, interleave, identity = function-preserving insert), then trained on
   with a fresh optimizer;
+- with a `width@FRACTION` entry, the width arm: a model of half the hidden size, heads and intermediate
+  size (head_dim kept) with the big model's layers, grown x2 in width (exact, with symmetry-breaking
+  noise that cancels across the copies) to the big model's shape, beside its own control (that
+  half-width model alone for the whole budget);
 
 each for every seed of `--seeds` (a seed fixes the initial weights and the order of the batches, so
 runs pair up seed by seed). FLOPs = 6 x (non-embedding parameters + hidden x vocab) per training
@@ -27,7 +31,10 @@ token, the small model's FLOPs included. For each run it reports the FLOPs neede
 from-scratch model's final validation loss (per seed, against that seed's scratch run), the loss jump
 at growth and the regime (tokens per parameter), and checks whether the big model from scratch beats
 the control on every seed: where it does not, the comparison does not measure growth, and the verdict
-says so. The shared training code is `mtlm_recipes/compute_matched.py` (also the quickstart's), the
+says so. The reuse view counts only the FLOPs after growth (the small model is sunk cost): each grown
+run against keep training its small model (its control, which is the same run up to growth) and the
+big model from scratch at the same added FLOPs (read off scratch's curve, whose cosine schedule spans
+the whole budget: it is not annealed there, which favours the grown run). The shared training code is `mtlm_recipes/compute_matched.py` (also the quickstart's), the
 analysis `mtlm_recipes/growth_speedup.py`.
 """
 
@@ -36,31 +43,26 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import transformers
 from machine import host  # beside this script
 
-from mtlm_recipes.compute_matched import (
-    DATA_DIR,
-    build_model,
-    flop_budget,
-    flops_to_reach,
-    load_corpus,
-    train_compute_matched,
-)
+from mtlm_recipes.compute_matched import DATA_DIR, flop_budget, load_corpus
 from mtlm_recipes.errors import report_user_errors
-from mtlm_recipes.flops import FLOP_FORMULA, count_non_embedding_parameters, flops_per_token
+from mtlm_recipes.flops import FLOP_FORMULA
 from mtlm_recipes.growth_speedup import (
     DEFAULT_GROWTH,
+    DEFINITIONS,
     GrowthSpeedupConfig,
     parse_growth,
+    plan_arms,
     plot_report,
     regime_title,
-    summarize,
-    verdict,
+    run_arm,
+    study_report,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -107,65 +109,13 @@ def main() -> None:
 
     corpus = load_corpus(cfg, args.data_dir)
     print(f"corpus: {corpus.train.numel():,} training tokens, {corpus.val.numel():,} validation tokens")
-    small_layers, big_layers = cfg.small_layers, 2 * cfg.small_layers
-    budget = flop_budget(cfg, big_layers, corpus.vocab_size)
-    plan = [
-        ("scratch", f"{big_layers} layers from scratch", big_layers, None),
-        ("control", f"{small_layers} layers alone (control)", small_layers, None),
-    ] + [
-        ("grown", f"{small_layers} -> {big_layers}, {g.spec.depth_method} at {g.at:.0%}", small_layers, g)
-        for g in args.growth
-    ]
-    seed_runs = {name: [] for _, name, _, _ in plan}
+    budget = flop_budget(cfg, 2 * cfg.small_layers, corpus.vocab_size)
+    arms = plan_arms(cfg, args.growth)
+    seed_runs = {arm.name: [] for arm in arms}
     for seed in args.seeds:
-        for _, name, layers, growth in plan:
-            run_cfg = replace(cfg, seed=seed)
-            result, _ = train_compute_matched(
-                f"{name}, seed {seed}", run_cfg, corpus, layers, budget, growth, args.device, args.bf16
-            )
-            seed_runs[name].append({**result, "name": name, "seed": seed})
-
-    # Each seed's runs are judged against that seed's scratch run: same initial draws, same batches.
-    scratch_runs = seed_runs[plan[0][1]]
-    for scratch in scratch_runs:
-        target = scratch["points"][-1]["val_loss"]
-        scratch_flops = flops_to_reach(scratch["points"], target)
-        for runs in seed_runs.values():
-            run = next(r for r in runs if r["seed"] == scratch["seed"])
-            run["scratch_final_val_loss"] = target
-            run["flops_to_reach_scratch_final_loss"] = flops_to_reach(run["points"], target)
-            reached = run["flops_to_reach_scratch_final_loss"]
-            run["fraction_of_scratch_flops"] = None if reached is None else reached / scratch_flops
-    runs = [summarize(name, kind, growth, seed_runs[name]) for kind, name, _, growth in plan]
-    scratch, control, grown = runs[0], runs[1], runs[2:]
-
-    big_beats_small = all(
-        s["points"][-1]["val_loss"] < c["points"][-1]["val_loss"]
-        for s, c in zip(scratch["seeds"], control["seeds"], strict=True)
-    )
-    tokens = scratch["seeds"][0]["tokens"]
-    models = {
-        size: {
-            "layers": layers,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "non_embedding_parameters": count_non_embedding_parameters(model),
-            "flops_per_token": flops_per_token(model),
-        }
-        for size, layers in (("small", small_layers), ("big", big_layers))
-        for model in [build_model(cfg, layers, corpus.vocab_size)]
-    }
-    tokens_per_parameter = tokens / models["big"]["parameters"]
-    regime = {
-        "tokens_big_from_scratch": tokens,
-        "tokens_per_parameter": tokens_per_parameter,
-        "tokens_per_non_embedding_parameter": tokens / models["big"]["non_embedding_parameters"],
-        "epochs_over_training_split": tokens / corpus.train.numel(),
-        "scratch_final_val_loss": scratch["summary"]["final_val_loss"],
-        "control_final_val_loss": control["summary"]["final_val_loss"],
-        "big_from_scratch_beats_small_control": big_beats_small,
-        "rule": "on every seed, the big model from scratch ends with a lower validation loss than the small "
-        "model alone (same seed, same FLOP budget)",
-    }
+        for arm in arms:
+            seed_runs[arm.name].append(run_arm(arm, seed, corpus, budget, args.device, args.bf16))
+    analysis = study_report(arms, seed_runs, corpus, budget)
     load_end = os.getloadavg()
 
     report = {
@@ -195,29 +145,19 @@ def main() -> None:
         ),
         "flop_formula": FLOP_FORMULA + "; the small model's FLOPs are counted in grown runs",
         "flop_budget": budget,
-        "definitions": {
-            "flops_to_reach_scratch_final_loss": "training FLOPs at which the run's validation loss first reaches the "
-            "final validation loss of the from-scratch run of the same seed (linear interpolation between "
-            "evaluations); null if it never does within the budget",
-            "fraction_of_scratch_flops": "flops_to_reach_scratch_final_loss / the same for the from-scratch run; "
-            "G_stack's speed-up is 1 / fraction - 1",
-            "loss_jump_at_growth": "validation loss just after growth minus just before",
-        },
+        "definitions": DEFINITIONS,
         "corpus": {
             "train_tokens": corpus.train.numel(),
             "validation_tokens_per_evaluation": corpus.val.numel(),
             "vocab_size": corpus.vocab_size,
         },
-        "models": models,
-        "regime": regime,
-        "runs": runs,
-        "verdict": verdict(big_beats_small, tokens_per_parameter, grown),
+        **analysis,
     }
     (args.out / "growth_speedup.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_report(report, args.out / "growth_speedup.png")
 
-    print(f"\nregime: {regime_title(regime)}")
-    for run in runs:
+    print(f"\nregime: {regime_title(report['regime'])}")
+    for run in report["runs"]:
         flops = run["summary"]["fraction_of_scratch_flops"]
         reached = f"{flops['mean']:.0%} of scratch's FLOPs" if flops else "scratch's loss not reached on every seed"
         loss, jump = run["summary"]["final_val_loss"], run["summary"]["loss_jump_at_growth"]
@@ -226,6 +166,7 @@ def main() -> None:
             f"  {run['name']:>34}: final val loss {loss['mean']:.3f} [{loss['min']:.3f}, {loss['max']:.3f}], {reached}{at_growth}"
         )
     print(report["verdict"])
+    print(report["reuse_verdict"])
     print(
         f"wrote {args.out / 'growth_speedup.json'} and {args.out / 'growth_speedup.png'} ({report['wall_time_s']:.0f} s)"
     )

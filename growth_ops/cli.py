@@ -5,11 +5,15 @@
     mtlm-grow SRC DST --method identity --positions 3,7,11 --dry-run
     mtlm-grow SRC DST --spec growth.json          # a GrowthSpec written by GrowthSpec.to_json()
     python -m growth_ops.cli SRC DST --layer-map 0,1,2,1,2,3 --max-shard-size 5GB
+    mtlm-grow plan --params 7B --tokens 2T [--from-params 1.75B --from-tokens 100B] [--json]
 
 The growth flags build one `GrowthSpec` (`--factor` is an alias of `--depth`). `--dry-run` prints the
 plan and what would be written, and writes nothing. DST appears only once the grown checkpoint is
 complete; an existing DST is replaced only with `--force`. A mistake is reported as one line on
 stderr: exit status 2 for a bad argument or spec, 1 when the checkpoint or the destination refuses.
+
+`mtlm-grow plan` grows nothing: it answers whether growth pays for a training budget, and how
+(`growth_ops.planner.plan_growth_budget`), each number with its source.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """Reports a bad argument as one line with the fix, not the usage block (`--help` still shows it)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{_PROG}: error: {message} (see {_PROG} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -53,6 +57,58 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated layer indices such as 0,1,2,1, got {text!r}"
         ) from None
+
+
+def _count(text: str) -> float:
+    from .planner import parse_count
+
+    try:
+        return parse_count(text, "value")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_plan_parser() -> argparse.ArgumentParser:
+    """The argument parser of `mtlm-grow plan`.
+
+    Returns:
+        `argparse.ArgumentParser`
+    """
+    parser = _OneLineParser(
+        prog=f"{_PROG} plan",
+        description="Should a training budget grow a small model, and how? Every answer cites its source "
+        "(G_stack's fitted formula inside 400M-7B, mtlm's measured study inside its sizes, else unknown).",
+        epilog=f"Example: {_PROG} plan --params 7B --tokens 2T --json",
+    )
+    parser.add_argument("--params", type=_count, required=True, help="parameters of the model to end with, e.g. 200M")
+    parser.add_argument("--tokens", type=_count, required=True, help="tokens to train it on in all, e.g. 3.5B")
+    parser.add_argument("--from-params", type=_count, help="parameters of an existing small model (the reuse case)")
+    parser.add_argument("--from-tokens", type=_count, help="tokens that small model has been trained on")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return parser
+
+
+def plan_main(argv: list[str]) -> int:
+    """Run `mtlm-grow plan`: print the planner's answer (a table, or JSON with `--json`); exit status 0.
+
+    Args:
+        argv (`list[str]`): Arguments after `plan`.
+
+    Returns:
+        `int`: 0; a bad argument exits with status 2 (`SystemExit`).
+    """
+    import json
+
+    from .planner import plan_growth_budget
+
+    parser = build_plan_parser()
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_growth_budget(args.params, args.tokens, args.from_params, args.from_tokens)
+    except ValueError as error:
+        parser.error(str(error))
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan)
+    return 0
 
 
 def _size(text: str) -> int | str:
@@ -68,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog=_PROG,
         description="Grow a Transformers safetensors checkpoint on disk in depth and width (growth_ops.grow_checkpoint).",
-        epilog=f"Example: {_PROG} ./tinyllama ./tinyllama-x2 --depth 2 --method stack",
+        epilog=f"Example: {_PROG} ./tinyllama ./tinyllama-x2 --depth 2 --method stack. "
+        f"`{_PROG} plan --help`: should a training budget grow, and how.",
     )
     parser.add_argument("src", help="checkpoint folder written by save_pretrained (config.json + safetensors)")
     parser.add_argument("dst", help="folder to create for the grown checkpoint")
@@ -142,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         `int`: The exit status: 0 on success, 1 when the checkpoint, the destination or the plan is
         refused. A bad argument or spec exits with status 2 (`SystemExit`), as argparse does.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:
+        return plan_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     spec = spec_from_args(parser, args)

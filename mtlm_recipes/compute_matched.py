@@ -88,7 +88,7 @@ class Growth:
     def to_dict(self) -> dict:
         """The record of the growth in a results JSON: its method, when, the optimizer after it, and the whole spec."""
         return {
-            "method": self.spec.depth_method,
+            "method": "width" if self.spec.grows_width else self.spec.depth_method,
             "at": self.at,
             "optimizer": self.optimizer,
             "spec": self.spec.to_dict(),

@@ -205,3 +205,12 @@ def test_cli_grows_width_and_depth_as_grow_does_in_memory(tmp_path):
     model.save_pretrained(tmp_path / "memory")
     assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
     assert json.loads((tmp_path / "dst" / "config.json").read_text())["hidden_size"] == 64
+
+
+def test_plan_subcommand_answers_without_a_checkpoint(capsys):
+    assert main(["plan", "--params", "7B", "--tokens", "2T", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["grow"]["value"] == "yes" and answer["factor"]["value"] == 4
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "--params", "7B"])
+    assert exit_info.value.code == 2 and "--tokens" in capsys.readouterr().err
