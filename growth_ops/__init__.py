@@ -44,6 +44,7 @@ _EXPORTS = {
     "make_interleave_plan": "plan",
     "make_stack_plan": "plan",
     "plan_depth": "plan",
+    "plan_growth_budget": "planner",
     "DecoderAnatomy": "anatomy",
     "discover_anatomy": "anatomy",
     "apply_plan": "apply",
