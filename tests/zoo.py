@@ -8,10 +8,12 @@ on, so that growth has something to remap. Import it as `from zoo import build` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
@@ -731,6 +733,34 @@ def build_small(model_type: str, seed: int = 0) -> PreTrainedModel:
         )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+
+
+@functools.cache
+def unbuilt_reason(model_type: str) -> str | None:
+    """Why `model_type` is not grown (not decoder-only, or does not build small and run), else `None`.
+
+    Cached: each model type is built once per test session for this check, not once per case.
+    """
+    try:
+        logits(build_small(model_type), input_ids())
+    except NotDecoderOnly as error:
+        return f"{model_type}: {error}"
+    except Exception as error:  # noqa: BLE001 - a family the small config does not build is listed, not grown
+        return f"{model_type} does not build small: {type(error).__name__}: {error}"
+    return None
+
+
+def skip_unless_built(model_type: str) -> None:
+    """Skip the test, with the reason, for a model type the zoo does not grow."""
+    reason = unbuilt_reason(model_type)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def xfail_refusal(model_type: str, method: str, error: ValueError) -> None:
+    """A refusal of growth_ops is expected only with a reason that names what stops growth."""
+    assert len(str(error)) > 40, error
+    pytest.xfail(f"{model_type} refuses {method}: {error}")
 
 
 def growth_failure(model_type: str, method: str) -> str | None:
