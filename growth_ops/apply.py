@@ -146,6 +146,21 @@ def _index_attribute_changes(layers: nn.Module, plan: GrowthPlan) -> _AttributeC
     return changes
 
 
+def _buildable_copy(config: PreTrainedConfig) -> PreTrainedConfig:
+    """A deep copy of `config` (and its sub-configs) whose `dtype` is a torch dtype.
+
+    `save_pretrained` leaves the dtype as a string ("float32") on the config in memory, and some families
+    build modules from it (Apertus' xIELU passes `config.dtype` to `torch.tensor`), so a model saved once
+    could not be rebuilt from its own config.
+    """
+    copied = copy.deepcopy(config)
+    for candidate in (copied, *vars(copied).values()):
+        name = getattr(candidate, "dtype", None) if isinstance(candidate, PreTrainedConfig) else None
+        if isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype):
+            candidate.dtype = getattr(torch, name)
+    return copied
+
+
 def _derived_attribute_changes(
     model: PreTrainedModel, anatomy: DecoderAnatomy, plan: GrowthPlan, config_changes: dict[str, Any]
 ) -> tuple[_AttributeChanges, dict[str, torch.Tensor]]:
@@ -160,12 +175,12 @@ def _derived_attribute_changes(
     Raises:
         ValueError: If the grown config would build different weights than the grown layer list holds.
     """
-    new_config = copy.deepcopy(model.config)
+    new_config = _buildable_copy(model.config)
     new_layer_config = getattr(new_config, anatomy.config_path) if anatomy.config_path else new_config
     for key, value in config_changes.items():
         setattr(new_layer_config, key, value)
     with torch.device("meta"):
-        before = type(model)(copy.deepcopy(model.config))
+        before = type(model)(_buildable_copy(model.config))
         after = type(model)(new_config)
     layer_sized = _check_structure(model, before, after, anatomy, plan)
 

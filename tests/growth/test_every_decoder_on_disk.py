@@ -30,11 +30,6 @@ _LEGACY_NAMES = (
     "grow_checkpoint looks for the layers under the model's module names, but save_pretrained writes this family "
     "under its legacy names (transformers' weight renaming), and the ValueError says to re-save with save_pretrained"
 )
-_SAVED_DTYPE = (
-    "save_pretrained leaves config.dtype a string ('float32'), and growth builds the model from that config on "
-    "the meta device, where this family's xIELU activation needs a torch.dtype: a model grows only before its "
-    "first save"
-)
 _SLICE_MOMENTS = (
     "TrainingGrowth regrows the parameters with one slice per layer outside the layer list (embed_tokens_per_layer, "
     "per_layer_model_projection) but not their AdamW moments: the next step fails on the old shapes"
@@ -43,8 +38,6 @@ _SLICE_MOMENTS = (
 # a fix shows as a failure here, so the entry goes), and refusals of growth on disk that growth in memory does not
 # make. Each: (exception, reason).
 DISK_FAULTS = {
-    "apertus": (TypeError, _SAVED_DTYPE),
-    "apertus1p5_text": (TypeError, _SAVED_DTYPE),
     "exaone": (ValueError, _LEGACY_NAMES),
     "fuyu": (ValueError, _LEGACY_NAMES),
     "gemma3": (ValueError, _LEGACY_NAMES),

@@ -109,3 +109,15 @@ def test_layer_count_under_another_key_is_read_from_the_table():
     assert model.config.num_layers == 6 and len(model.model.layers) == 6
     assert logits(model, ids).shape[-1] == model.config.vocab_size
     assert growth_failure("longcat_flash", "stack") is None
+
+
+def test_a_model_grows_after_it_was_saved(tmp_path):
+    """save_pretrained leaves config.dtype a string in memory; Apertus builds its xIELU from it."""
+    model = build_small("apertus")
+    model.save_pretrained(tmp_path / "saved")
+    assert isinstance(model.config.dtype, str)
+    ids = input_ids()
+    before = logits(model, ids)
+    grown = grow(model, GrowthSpec(depth=2, depth_method="identity"))
+    assert len(grown.model.layers) == 6
+    torch.testing.assert_close(logits(grown, ids), before, rtol=0, atol=1e-5)
