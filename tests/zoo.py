@@ -480,7 +480,7 @@ FAMILY_SMALL: dict[str, tuple[dict[str, Any], str]] = {
         dict(
             TESTER,
             num_key_value_heads=4,
-            layer_types=["linear_attention", "full_attention", "linear_attention"],
+            layer_types=_HYBRID,
             mlp_layer_types=["dense", "sparse", "sparse"],
             linear_conv_kernel_dim=2,
             linear_head_dim=16,
@@ -552,7 +552,7 @@ FAMILY_SMALL: dict[str, tuple[dict[str, Any], str]] = {
     "qwen3_next": (
         dict(
             TESTER,
-            layer_types=["linear_attention", "full_attention", "linear_attention"],
+            layer_types=_HYBRID,
             linear_conv_kernel_dim=2,
             linear_key_head_dim=16,
             linear_value_head_dim=16,
