@@ -56,6 +56,9 @@ class DecoderAnatomy:
         has_per_layer_overrides (`bool`): Whether the config is heterogeneous: it holds per-layer overrides
             (`per_layer_config`, transformers' heterogeneity, e.g. gemma4's `head_dim` of full-attention
             layers), which growth remaps by the plan's sources like a per-layer list.
+        identity_probed (`bool`): Whether `residual_parameters` come from probing layers of the same structure
+            on real inputs (`growth_ops.disk_probe`, for a model on the meta device), so that identity growth
+            needs no check by names.
     """
 
     layers_path: str
@@ -75,6 +78,7 @@ class DecoderAnatomy:
     check_branches: bool = True
     identity_blockers: tuple[tuple[str, Any, str], ...] = ()
     has_per_layer_overrides: bool = False
+    identity_probed: bool = False
 
     def layer_config(self, model: nn.Module) -> PreTrainedConfig | None:
         """Return the config object that holds the layer count, or `None` for a plain module.

@@ -199,7 +199,7 @@ def _derived_attribute_changes(
         if changed:
             changes[key] = changed
     return changes, {
-        name: _remap_layer_slices(model.get_parameter(name), axis, plan) for name, axis in layer_sized.items()
+        name: remap_layer_slices(model.get_parameter(name), axis, plan) for name, axis in layer_sized.items()
     }
 
 
@@ -227,7 +227,7 @@ def _check_structure(
     layer_sized = {
         name: axis
         for name in grown.keys() & reference.keys()
-        if (axis := _layer_slice_axis(grown[name], reference[name], plan)) is not None
+        if (axis := layer_slice_axis(grown[name], reference[name], plan)) is not None
     }
     if layer_sized and next(model.parameters()).device.type == "meta":
         raise ValueError(
@@ -255,7 +255,7 @@ def _check_structure(
     return layer_sized
 
 
-def _layer_slice_axis(old: tuple[int, ...], new: tuple[int, ...], plan: GrowthPlan) -> int | None:
+def layer_slice_axis(old: tuple[int, ...], new: tuple[int, ...], plan: GrowthPlan) -> int | None:
     """The one axis along which a tensor holds `source_num_layers` equal slices that growth turns into `num_layers`."""
     differ = [axis for axis, (a, b) in enumerate(zip(old, new, strict=False)) if a != b]
     if len(old) != len(new) or len(differ) != 1:
@@ -265,7 +265,7 @@ def _layer_slice_axis(old: tuple[int, ...], new: tuple[int, ...], plan: GrowthPl
     return axis if rest == 0 and new[axis] == size * plan.num_layers else None
 
 
-def _remap_layer_slices(parameter: torch.Tensor, axis: int, plan: GrowthPlan) -> torch.Tensor:
+def remap_layer_slices(parameter: torch.Tensor, axis: int, plan: GrowthPlan) -> torch.Tensor:
     """Slice `j` of the grown tensor is slice `plan.sources[j]` of the old one (a copy: no storage shared)."""
     slices = parameter.detach().chunk(plan.source_num_layers, dim=axis)
     return torch.cat([slices[s] for s in plan.sources], dim=axis)
@@ -296,7 +296,8 @@ def _check_identity(
 
     Each source of an identity copy is run zeroed on the inputs the model gives it (`growth_ops.probe`);
     the anatomy is returned with the residual writers the probe found beyond the named ones. A model
-    that cannot be probed (on the meta device) is checked by the names of its writers only.
+    that cannot be probed (on the meta device) is checked by the names of its writers only, unless its
+    anatomy was probed on a model of the same layers already (`grow_checkpoint`).
     """
     for key, value, why in anatomy.identity_blockers:
         if config is not None and getattr(config, key, None) == value:
@@ -306,6 +307,39 @@ def _check_identity(
             )
     counts = (plan.num_layers, plan.source_num_layers)
     sources = sorted({s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"})
+    if not anatomy.identity_probed:
+        anatomy = probe_identity(model, layers, sources, anatomy)
+    kept = set(plan.kept_positions)
+    for (position, name), changed in changes.items():
+        # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
+        # `cross_attention_layers`) follows the plan's sources like the config: every layer keeps its kind.
+        moved = {
+            a: v
+            for a, v in changed.items()
+            if a != "layer_idx" and (a not in config_changes or config_changes[a] != v)
+        }
+        if position is None:
+            # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
+            moved = {a: v for a, v in moved.items() if (v, getattr(model.get_submodule(name), a, None)) != counts}
+        if moved and (position is None or position in kept):
+            where = f"layer {plan.sources[position]} moved to {position}" if position is not None else "the model"
+            raise ValueError(
+                f"Identity growth cannot keep the function of this model: in {where}, module {name!r} would change "
+                f"{moved} because it depends on its position (e.g. GPT-2's scale_attn_by_inverse_layer_idx). "
+                "Insert copies only after the last layer (`positions=[L-1, ...]`) or use another method."
+            )
+    return anatomy
+
+
+def probe_identity(model: nn.Module, layers: nn.Module, sources: list[int], anatomy: DecoderAnatomy) -> DecoderAnatomy:
+    """Run each of `sources` zeroed on the inputs `model` gives it, and refuse the first that is no identity.
+
+    Returns the anatomy with the residual writers the probe found beyond the named ones; a layer that cannot
+    be probed (on the meta device) is checked by the names of its writers only.
+
+    Raises:
+        ValueError: Naming the layer and the branch that stays non-zero.
+    """
     inputs = capture_block_inputs(model, layers, sources)
     found: set[str] = set()
     for source in sources:
@@ -326,25 +360,6 @@ def _check_identity(
         anatomy = dataclasses.replace(
             anatomy, residual_parameters=tuple(sorted({*anatomy.residual_parameters, *found}))
         )
-    kept = set(plan.kept_positions)
-    for (position, name), changed in changes.items():
-        # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
-        # `cross_attention_layers`) follows the plan's sources like the config: every layer keeps its kind.
-        moved = {
-            a: v
-            for a, v in changed.items()
-            if a != "layer_idx" and (a not in config_changes or config_changes[a] != v)
-        }
-        if position is None:
-            # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
-            moved = {a: v for a, v in moved.items() if (v, getattr(model.get_submodule(name), a, None)) != counts}
-        if moved and (position is None or position in kept):
-            where = f"layer {plan.sources[position]} moved to {position}" if position is not None else "the model"
-            raise ValueError(
-                f"Identity growth cannot keep the function of this model: in {where}, module {name!r} would change "
-                f"{moved} because it depends on its position (e.g. GPT-2's scale_attn_by_inverse_layer_idx). "
-                "Insert copies only after the last layer (`positions=[L-1, ...]`) or use another method."
-            )
     return anatomy
 
 
@@ -378,11 +393,16 @@ def _apply_init_rule(layer: nn.Module, rule: str, anatomy: DecoderAnatomy) -> No
 
 def _shared_objects(model: nn.Module, layers: nn.Module) -> dict[int, Any]:
     """A deepcopy memo of what layers may reference but must not own: configs, and every module and
-    tensor outside the layer list (a shared rotary embedding, a tied weight)."""
+    tensor outside the layer list (a shared rotary embedding, a tied weight). A state tensor a layer keeps
+    from its last forward with its autograd graph (recurrent_gemma's `recurrent_states` after a training
+    step) is copied without the graph: deepcopy refuses non-leaf tensors, and the copy starts a new graph."""
     inside = {id(m) for m in layers.modules()}
     memo: dict[int, Any] = {}
     for module in model.modules():
         memo.update({id(v): v for v in vars(module).values() if isinstance(v, PreTrainedConfig)})
+        memo.update(
+            {id(v): v.detach().clone() for v in vars(module).values() if isinstance(v, torch.Tensor) and v.grad_fn}
+        )
         if id(module) not in inside:
             memo[id(module)] = module
             memo.update({id(t): t for t in [*module._parameters.values(), *module._buffers.values()] if t is not None})

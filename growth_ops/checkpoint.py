@@ -43,9 +43,11 @@ from mtlm_shards import (
 
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .apply import apply_plan
+from .disk_probe import probed_anatomy
 from .in_memory import plan_growth
 from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
+from .saved_names import module_inner_names, saved_layer_prefixes, saved_names
 from .spec import GrowthSpec, check_spec
 from .width import apply_width, plan_width
 from .width_checkpoint import DiskWidth, plan_disk_width, widened_reader
@@ -158,7 +160,10 @@ def plan_checkpoint_growth(
         anatomy, growth_plan = plan_growth(skeleton, spec)
     else:
         anatomy, growth_plan = discover_anatomy(skeleton), plan
-    layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source)
+    anatomy = probed_anatomy(skeleton, anatomy, growth_plan)
+    names = saved_names(skeleton)
+    layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source, names)
+    inner_names = module_inner_names(names, anatomy.layers_path, layers_prefix)
     dropped = _tied_aliases(skeleton, set(weight_map))
     width = None
     if spec is not None and spec.grows_width:
@@ -170,7 +175,7 @@ def plan_checkpoint_growth(
     # config (layer count, per-layer and index lists) and every check on the plan are the same.
     apply_plan(skeleton, growth_plan, anatomy=anatomy)
     sources = grown_tensor_sources(
-        [name for name in weight_map if name not in dropped], layers_prefix, growth_plan, anatomy
+        [name for name in weight_map if name not in dropped], layers_prefix, growth_plan, anatomy, inner_names
     )
     tensors = {
         name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
@@ -334,13 +339,19 @@ def _build_skeleton(config: PreTrainedConfig, source: Path, trust_remote_code: b
 
 
 def _find_layers_prefix(
-    weight_map: dict[str, str], anatomy: DecoderAnatomy, skeleton: PreTrainedModel, source: Path
+    weight_map: dict[str, str],
+    anatomy: DecoderAnatomy,
+    skeleton: PreTrainedModel,
+    source: Path,
+    names: dict[str, str],
 ) -> str:
-    """The layer list's path in the checkpoint's names: the model's own, or the base model's (no prefix)."""
+    """The layer list's path in the checkpoint's names: the model's own, the base model's (no prefix), or
+    the one `save_pretrained` writes for a family it saves under legacy names."""
     candidates = [anatomy.layers_path]
     base = getattr(skeleton, "base_model_prefix", "")
     if base and anatomy.layers_path.startswith(base + "."):
         candidates.append(anatomy.layers_path[len(base) + 1 :])
+    candidates += [prefix for prefix in saved_layer_prefixes(names, anatomy.layers_path) if prefix not in candidates]
     for prefix in candidates:
         indices = {split[0] for name in weight_map if (split := split_layer_name(name, prefix))}
         if indices and indices != set(range(anatomy.num_layers)):

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .apply import apply_plan
+from .apply import apply_plan, layer_slice_axis, remap_layer_slices
 from .in_memory import plan_growth
 from .optim import OPTIMIZER_STATES, check_choice, grow_optimizer_state, grow_width_optimizer_state
+from .plan import GrowthPlan
 from .rules import split_layer_name
 from .schedule import continue_scheduler
 from .spec import GrowthSpec, check_spec
@@ -124,7 +125,7 @@ class TrainingGrowth:
         for named in named_groups:
             for name, parameter in named:
                 if name in grown_state:
-                    grown.state[parameter] = grown_state[name]
+                    grown.state[parameter] = _regrown_slices(grown_state[name], parameter, self.plan)
         logger.info("growth_ops: grew %s during training (optimizer_state=%s)", self.spec, self.optimizer_state)
         return grown
 
@@ -152,6 +153,20 @@ class TrainingGrowth:
             if source in group_of and parameter.requires_grad:
                 grown[group_of[source]].append((name, parameter))
         return grown
+
+
+def _regrown_slices(state: dict[str, Any], parameter: nn.Parameter, plan: GrowthPlan) -> dict[str, Any]:
+    """The state of a parameter outside the layer list that growth regrew slice by slice (gemma4's
+    `embed_tokens_per_layer`): each moment's slices follow the parameter's, new layer `j` taking source
+    `plan.sources[j]`'s (as in the layer list, where a copy's moments are its source's)."""
+    grown = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape != parameter.shape:
+            axis = layer_slice_axis(tuple(value.shape), tuple(parameter.shape), plan)
+            if axis is not None:
+                value = remap_layer_slices(value, axis, plan)
+        grown[key] = value
+    return grown
 
 
 def load_grown_optimizer(optimizer: torch.optim.Optimizer, grown: torch.optim.Optimizer) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .anatomy import DecoderAnatomy
@@ -63,7 +63,11 @@ def split_layer_name(name: str, layers_prefix: str) -> tuple[int, str] | None:
 
 
 def grown_tensor_sources(
-    names: Iterable[str], layers_prefix: str, plan: GrowthPlan, anatomy: DecoderAnatomy
+    names: Iterable[str],
+    layers_prefix: str,
+    plan: GrowthPlan,
+    anatomy: DecoderAnatomy,
+    inner_names: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[str, bool]]:
     """Where every tensor of the grown model comes from: `{new name: (source name, zeroed)}`.
 
@@ -75,10 +79,13 @@ def grown_tensor_sources(
         layers_prefix (`str`): Dotted path of the layer list in those names.
         plan (`GrowthPlan`): The growth plan.
         anatomy (`DecoderAnatomy`): Gives the residual-writer names of the model type.
+        inner_names (`Mapping[str, str]`, *optional*): The module's name inside the layer of a tensor whose
+            stored name is not the module's (a checkpoint saved under legacy names), to decide its zeroing.
 
     Returns:
         `dict[str, tuple[str, bool]]`: Outside tensors first, then layer by layer, each in source order.
     """
+    inner_names = inner_names or {}
     outside: dict[str, tuple[str, bool]] = {}
     by_layer: dict[int, list[tuple[str, str]]] = {}
     for name in names:
@@ -90,7 +97,7 @@ def grown_tensor_sources(
     grown = dict(outside)
     for j, (source, rule) in enumerate(zip(plan.sources, plan.inits, strict=True)):
         for rest, name in by_layer.get(source, []):
-            grown[f"{layers_prefix}.{j}.{rest}"] = (name, is_zeroed(rest, rule, anatomy))
+            grown[f"{layers_prefix}.{j}.{rest}"] = (name, is_zeroed(inner_names.get(name, rest), rule, anatomy))
     return grown
 
 

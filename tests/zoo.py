@@ -139,6 +139,13 @@ SPECS = {
     "explicit": GrowthSpec(layer_map=(0, 1, 2, 1, 2)),
 }
 """One growth spec per depth method, for the 3-layer models of the zoo."""
+WIDTH_SPECS = {
+    "width": GrowthSpec(width=2),  # hidden, heads and intermediate x2, head_dim kept
+    "width-stack": GrowthSpec(width=2, depth=2),
+}
+"""Width growth alone and with depth, for the zoo-wide width test."""
+FUNCTION_PRESERVING = ("identity", "width")
+"""The specs that promise the same function (logits to 1e-5 in fp32) after growth."""
 
 
 def build(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides: Any) -> PreTrainedModel:
@@ -763,21 +770,24 @@ def xfail_refusal(model_type: str, method: str, error: ValueError) -> None:
     pytest.xfail(f"{model_type} refuses {method}: {error}")
 
 
-def growth_failure(model_type: str, method: str) -> str | None:
-    """Grow a small `model_type` by `SPECS[method]` and check it whole; `None`, or why it does not grow whole.
+def growth_failure(model_type: str, method: str, tmp_path: Path | None = None) -> str | None:
+    """Grow a small `model_type` by `SPECS[method]` (or `WIDTH_SPECS`) and check it whole; `None`, or why not.
 
-    Checked: layer count, `layer_idx` on every module (as a model built from the grown config has them), no storage shared between layers, tied embeddings
-    kept, cached generation equal to uncached (unless the family's own cache already differs before growth,
-    as cpmant's does in transformers 5.24: no fault of growth), and for identity growth the logits (fp32,
-    1e-5) and the generated tokens equal to the model's before growth.
+    Checked: layer count, `layer_idx` on every module (as a model built from the grown config has them), no
+    storage shared between layers, tied embeddings kept, cached generation equal to uncached (unless the
+    family's own cache already differs before growth, as cpmant's does in transformers 5.24: no fault of
+    growth), and for a growth that keeps the function (identity, width) the logits (fp32, 1e-5) and the
+    generated tokens equal to the model's before growth. With `tmp_path`, also that the grown model saves and
+    loads back to the same logits.
     """
+    spec = {**SPECS, **WIDTH_SPECS}[method]
     model = build_small(model_type)
     ids = input_ids()
     before = logits(model, ids)
     generated = _generations(model, ids)
     tied = _is_tied(model)
-    plan = SPECS[method].plan_depth(discover_anatomy(model).num_layers)
-    grow(model, SPECS[method])
+    plan = spec.plan_depth(discover_anatomy(model).num_layers)
+    grow(model, spec)
     layers = model.get_submodule(discover_anatomy(model).layers_path)
     if len(layers) != plan.num_layers:
         return f"{len(layers)} layers after growth, expected {plan.num_layers}"
@@ -791,15 +801,21 @@ def growth_failure(model_type: str, method: str) -> str | None:
         return "layers share parameter storage after growth"
     if tied and not _is_tied(model):
         return "the output embeddings are no longer tied to the input embeddings"
-    if method == "identity":
+    if method in FUNCTION_PRESERVING:
         change = float((logits(model, ids) - before).abs().max())
         if change > 1e-5:
-            return f"identity growth changed the logits by {change:.3g}"
+            return f"{method} growth changed the logits by {change:.3g}"
         if _generations(model, ids) != generated:
-            return "identity growth changed the generated tokens"
+            return f"{method} growth changed the generated tokens"
     cached, uncached = _generations(model, ids)
     if generated[0] == generated[1] and cached != uncached:
         return "cached generation differs from uncached"
+    if tmp_path is not None:
+        model.save_pretrained(tmp_path)
+        loaded = type(model).from_pretrained(tmp_path, attn_implementation="eager").eval()
+        change = float((logits(loaded, ids) - logits(model, ids)).abs().max())
+        if change > 1e-6:
+            return f"the grown model saved and loaded back gives logits that differ by {change:.3g}"
     return None
 
 

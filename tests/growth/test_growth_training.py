@@ -16,9 +16,10 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
-from zoo import VOCAB, build
+from zoo import VOCAB, build, build_small, input_ids
 
 from growth_ops import GrowthCallback, GrowthSpec, grow_optimizer_state, grow_prepared, plan_depth, rewarm_schedule
+from growth_ops.midrun import TrainingGrowth
 
 LAYERS = "model.layers"
 
@@ -490,3 +491,25 @@ def test_engines_with_flattened_state_are_refused_with_what_to_do_instead(distri
 
     assert len(model.model.layers) == 2
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def test_moments_of_a_parameter_held_slice_per_layer_follow_its_slices():
+    """gemma4's per-layer input embeddings hold one slice per layer outside the layer list."""
+    model = build_small("gemma4_text").train()
+    layers, name = model.config.num_hidden_layers, "model.embed_tokens_per_layer.weight"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = input_ids()
+
+    def step():
+        optimizer.zero_grad()
+        model(ids).logits.float().logsumexp(-1).mean().backward()
+        optimizer.step()
+
+    step()
+    old = optimizer.state[model.get_parameter(name)]["exp_avg"].clone()
+    optimizer = TrainingGrowth(model, optimizer, GrowthSpec(depth=2)).apply()
+    parameter = model.get_parameter(name)
+    slices = old.chunk(layers, dim=1)
+    expected = torch.cat([slices[s] for s in [*range(layers), *range(layers)]], dim=1)
+    torch.testing.assert_close(optimizer.state[parameter]["exp_avg"], expected, atol=0, rtol=0)
+    step()

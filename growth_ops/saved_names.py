@@ -1,0 +1,51 @@
+"""The names `save_pretrained` writes a model's tensors under, where they are not the module's names.
+
+Transformers 5 loads old checkpoints through weight conversions (`transformers.conversion_mapping`) and
+reverses them on save, so some families keep their legacy names on disk: gemma3 and fuyu write
+`language_model.model.layers.N` for `model.language_model.layers.N`, exaone writes GPT-2-style names,
+nemotron_h `backbone.` for `model.`. `grow_checkpoint` reads such a checkpoint in its own names and needs,
+for each layer tensor, its layer index and its name inside the layer as the module calls it (to zero the
+right residual writers). Transformers has no public reverse lookup of a single name, so the whole reversal
+is run once on a meta-device copy of the state dict and read back by tensor identity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import torch
+from transformers import PreTrainedModel
+from transformers.core_model_loading import revert_weight_conversion
+
+from .rules import split_layer_name
+
+
+def saved_names(skeleton: PreTrainedModel) -> dict[str, str]:
+    """`{module name: saved name}` for every tensor that saving only renames (not fused, split or converted)."""
+    placeholders = {name: torch.empty_like(t, device="meta") for name, t in skeleton.state_dict().items()}
+    by_identity = {id(t): name for name, t in placeholders.items()}
+    reverted = revert_weight_conversion(skeleton, dict(placeholders))
+    return {by_identity[id(t)]: name for name, t in reverted.items() if id(t) in by_identity}
+
+
+def saved_layer_prefixes(names: dict[str, str], layers_path: str) -> list[str]:
+    """Where the layer list `layers_path` lies in the saved names, most often first (none where not renamed)."""
+    prefixes = Counter()
+    for module_name, saved_name in names.items():
+        split = split_layer_name(module_name, layers_path)
+        if split is not None and saved_name != module_name:
+            match = re.match(rf"(.+?)\.{split[0]}\.", saved_name)
+            if match:
+                prefixes[match[1]] += 1
+    return [prefix for prefix, _ in prefixes.most_common()]
+
+
+def module_inner_names(names: dict[str, str], layers_path: str, saved_prefix: str) -> dict[str, str]:
+    """`{saved name: name inside its layer as the module calls it}` for the renamed layer tensors."""
+    inner = {}
+    for module_name, saved_name in names.items():
+        split = split_layer_name(module_name, layers_path)
+        if split is not None and split_layer_name(saved_name, saved_prefix) is not None:
+            inner[saved_name] = split[1]
+    return inner
