@@ -56,9 +56,9 @@ class DecoderAnatomy:
         has_per_layer_overrides (`bool`): Whether the config is heterogeneous: it holds per-layer overrides
             (`per_layer_config`, transformers' heterogeneity, e.g. gemma4's `head_dim` of full-attention
             layers), which growth remaps by the plan's sources like a per-layer list.
-        identity_probed (`bool`): Whether `residual_parameters` come from probing layers of the same structure
-            on real inputs (`growth_ops.disk_probe`, for a model on the meta device), so that identity growth
-            needs no check by names.
+        identity_probed (`bool`): Whether the layers to be copied as identities were already probed, on a
+            random model of the same config (`growth_ops.disk_probe`, for a skeleton on the meta device), so
+            that `residual_parameters` holds what the probe found and identity growth needs no check by names.
     """
 
     layers_path: str

@@ -47,7 +47,13 @@ from .disk_probe import probed_anatomy
 from .in_memory import plan_growth
 from .plan import GrowthPlan
 from .rules import grown_tensor_sources, split_layer_name
-from .saved_names import module_inner_names, saved_layer_prefixes, saved_names
+from .saved_names import (
+    grown_outside_tensor_sources,
+    layer_tensors_saved_outside,
+    module_inner_names,
+    saved_layer_prefixes,
+    saved_names,
+)
 from .spec import GrowthSpec, check_spec
 from .width import apply_width, plan_width
 from .width_checkpoint import DiskWidth, plan_disk_width, widened_reader
@@ -164,6 +170,7 @@ def plan_checkpoint_growth(
     names = saved_names(skeleton)
     layers_prefix = _find_layers_prefix(weight_map, anatomy, skeleton, source, names)
     inner_names = module_inner_names(names, anatomy.layers_path, layers_prefix)
+    saved_outside = layer_tensors_saved_outside(names, weight_map, anatomy.layers_path, layers_prefix)
     dropped = _tied_aliases(skeleton, set(weight_map))
     width = None
     if spec is not None and spec.grows_width:
@@ -174,9 +181,9 @@ def plan_checkpoint_growth(
     # The one application point: the skeleton is grown by the same code as a model in memory, so the grown
     # config (layer count, per-layer and index lists) and every check on the plan are the same.
     apply_plan(skeleton, growth_plan, anatomy=anatomy)
-    sources = grown_tensor_sources(
-        [name for name in weight_map if name not in dropped], layers_prefix, growth_plan, anatomy, inner_names
-    )
+    stored = [name for name in weight_map if name not in dropped and name not in saved_outside]
+    sources = grown_tensor_sources(stored, layers_prefix, growth_plan, anatomy, inner_names)
+    sources.update(grown_outside_tensor_sources(saved_outside, saved_names(skeleton), growth_plan, anatomy))
     tensors = {
         name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
         for name, (source_name, zeroed) in sources.items()

@@ -3,7 +3,7 @@
 Transformers 5 loads old checkpoints through weight conversions (`transformers.conversion_mapping`) and
 reverses them on save, so some families keep their legacy names on disk: gemma3 and fuyu write
 `language_model.model.layers.N` for `model.language_model.layers.N`, exaone writes GPT-2-style names,
-nemotron_h `backbone.` for `model.`. `grow_checkpoint` reads such a checkpoint in its own names and needs,
+nemotron_h `backbone.` for `model.`, inkling2 a layer's `mlp_input.query` outside the layer list. `grow_checkpoint` reads such a checkpoint in its own names and needs,
 for each layer tensor, its layer index and its name inside the layer as the module calls it (to zero the
 right residual writers). Transformers has no public reverse lookup of a single name, so the whole reversal
 is run once on a meta-device copy of the state dict and read back by tensor identity.
@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 
 import torch
 from transformers import PreTrainedModel
 from transformers.core_model_loading import revert_weight_conversion
 
-from .rules import split_layer_name
+from .anatomy import DecoderAnatomy
+from .plan import GrowthPlan
+from .rules import is_zeroed, split_layer_name
 
 
 def saved_names(skeleton: PreTrainedModel) -> dict[str, str]:
@@ -49,3 +52,39 @@ def module_inner_names(names: dict[str, str], layers_path: str, saved_prefix: st
         if split is not None and split_layer_name(saved_name, saved_prefix) is not None:
             inner[saved_name] = split[1]
     return inner
+
+
+def layer_tensors_saved_outside(
+    names: dict[str, str], stored: Iterable[str], layers_path: str, saved_prefix: str
+) -> dict[str, tuple[int, str]]:
+    """`{saved name: (layer index, name inside the layer)}` for layer tensors saved outside the layer list
+    (inkling2 saves `layers.N.mlp_input.query` as `attn_res.mlp_queries.N`): they grow with their layer."""
+    stored = set(stored)
+    outside = {}
+    for module_name, saved_name in names.items():
+        split = split_layer_name(module_name, layers_path)
+        if split is not None and saved_name in stored and split_layer_name(saved_name, saved_prefix) is None:
+            outside[saved_name] = split
+    return outside
+
+
+def grown_outside_tensor_sources(
+    outside: dict[str, tuple[int, str]], grown_names: dict[str, str], plan: GrowthPlan, anatomy: DecoderAnatomy
+) -> dict[str, tuple[str, bool]]:
+    """`{grown saved name: (source saved name, zeroed)}` for the tensors of `layer_tensors_saved_outside`,
+    each new layer `j` taking its source's, named as `save_pretrained` names them in the grown model."""
+    by_source: dict[int, list[tuple[str, str]]] = {}
+    for saved_name, (index, rest) in outside.items():
+        by_source.setdefault(index, []).append((rest, saved_name))
+    grown = {}
+    for j, (source, rule) in enumerate(zip(plan.sources, plan.inits, strict=True)):
+        for rest, saved_name in by_source.get(source, []):
+            module_name = f"{anatomy.layers_path}.{j}.{rest}"
+            if module_name not in grown_names:
+                raise ValueError(
+                    f"{saved_name!r} holds a tensor of layer {source} outside the layer list, and the grown model "
+                    f"saves {module_name!r} by a conversion grow_checkpoint cannot follow: load the model and use "
+                    "`grow`, then `save_pretrained`."
+                )
+            grown[grown_names[module_name]] = (saved_name, is_zeroed(rest, rule, anatomy))
+    return grown

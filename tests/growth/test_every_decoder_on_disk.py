@@ -40,15 +40,6 @@ DISK_FAULTS = {
             "layer list (growth in memory does)",
         ),
     ),
-    # Refused in memory by stack and identity; interleave and dus grow, on disk without those entries.
-    **dict.fromkeys(
-        ["inkling2_loop_text", "inkling2_text"],
-        (
-            AssertionError,
-            "the model holds per-layer entries outside the layer list (model.llm.attn_res.attn_queries.N) that "
-            "growth in memory extends and grow_checkpoint does not write",
-        ),
-    ),
 }
 OPTIMIZER_FAULTS: dict[str, tuple[type[Exception], str]] = {}
 
