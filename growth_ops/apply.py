@@ -19,7 +19,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .plan import GrowthPlan
-from .probe import capture_block_inputs, zero_residual_failure
+from .probe import BlockInputs, capture_block_inputs, zero_residual_failure
 from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed
 
 logger = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ def _check_identity(
     counts = (plan.num_layers, plan.source_num_layers)
     sources = sorted({s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"})
     if not anatomy.identity_probed:
-        anatomy = probe_identity(model, layers, sources, anatomy)
+        anatomy = probe_identity(layers, capture_block_inputs(model, layers, sources), sources, anatomy)
     kept = set(plan.kept_positions)
     for (position, name), changed in changes.items():
         # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
@@ -331,16 +331,17 @@ def _check_identity(
     return anatomy
 
 
-def probe_identity(model: nn.Module, layers: nn.Module, sources: list[int], anatomy: DecoderAnatomy) -> DecoderAnatomy:
-    """Run each of `sources` zeroed on the inputs `model` gives it, and refuse the first that is no identity.
+def probe_identity(
+    layers: nn.Module, inputs: dict[int, BlockInputs], sources: list[int], anatomy: DecoderAnatomy
+) -> DecoderAnatomy:
+    """Run each of `sources` zeroed on its captured `inputs`, and refuse the first that is no identity.
 
-    Returns the anatomy with the residual writers the probe found beyond the named ones; a layer that cannot
-    be probed (on the meta device) is checked by the names of its writers only.
+    Returns the anatomy with the residual writers the probe found beyond the named ones; a layer without
+    captured inputs (on the meta device) is checked by the names of its writers only.
 
     Raises:
         ValueError: Naming the layer and the branch that stays non-zero.
     """
-    inputs = capture_block_inputs(model, layers, sources)
     found: set[str] = set()
     for source in sources:
         layer = layers[source]

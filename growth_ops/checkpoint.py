@@ -183,7 +183,8 @@ def plan_checkpoint_growth(
     apply_plan(skeleton, growth_plan, anatomy=anatomy)
     stored = [name for name in weight_map if name not in dropped and name not in saved_outside]
     sources = grown_tensor_sources(stored, layers_prefix, growth_plan, anatomy, inner_names)
-    sources.update(grown_outside_tensor_sources(saved_outside, saved_names(skeleton), growth_plan, anatomy))
+    if saved_outside:
+        sources.update(grown_outside_tensor_sources(saved_outside, saved_names(skeleton), growth_plan, anatomy))
     tensors = {
         name: TensorCopy(name, weight_map[source_name], source_name, *headers[source_name], zeroed=zeroed)
         for name, (source_name, zeroed) in sources.items()

@@ -38,9 +38,10 @@ def probed_anatomy(skeleton: PreTrainedModel, anatomy: DecoderAnatomy, plan: Gro
         return anatomy
     model = _first_layers_model(skeleton, anatomy, sources[-1] + 1)
     cut_layers = model.get_submodule(anatomy.layers_path)
-    if set(capture_block_inputs(model, cut_layers, sources)) != set(sources):
+    inputs = capture_block_inputs(model, cut_layers, sources)
+    if set(inputs) != set(sources):
         return anatomy
-    found = probe_identity(model, cut_layers, sources, anatomy)
+    found = probe_identity(cut_layers, inputs, sources, anatomy)
     return dataclasses.replace(found, identity_probed=True)
 
 

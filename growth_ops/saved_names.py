@@ -3,9 +3,9 @@
 Transformers 5 loads old checkpoints through weight conversions (`transformers.conversion_mapping`) and
 reverses them on save, so some families keep their legacy names on disk: gemma3 and fuyu write
 `language_model.model.layers.N` for `model.language_model.layers.N`, exaone writes GPT-2-style names,
-nemotron_h `backbone.` for `model.`, inkling2 a layer's `mlp_input.query` outside the layer list. `grow_checkpoint` reads such a checkpoint in its own names and needs,
-for each layer tensor, its layer index and its name inside the layer as the module calls it (to zero the
-right residual writers). Transformers has no public reverse lookup of a single name, so the whole reversal
+nemotron_h `backbone.` for `model.`, inkling2 a layer's `mlp_input.query` outside the layer list.
+`grow_checkpoint` reads such a checkpoint in its own names and needs, for each layer tensor, its layer
+index and its name inside the layer as the module calls it (to zero the right residual writers). Transformers has no public reverse lookup of a single name, so the whole reversal
 is run once on a meta-device copy of the state dict and read back by tensor identity.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from transformers import PreTrainedModel
@@ -32,26 +32,31 @@ def saved_names(skeleton: PreTrainedModel) -> dict[str, str]:
     return {by_identity[id(t)]: name for name, t in reverted.items() if id(t) in by_identity}
 
 
+def _layer_tensors(names: dict[str, str], layers_path: str) -> Iterator[tuple[int, str, str]]:
+    """`(layer index, name inside the layer, saved name)` of every layer tensor of `names`."""
+    for module_name, saved_name in names.items():
+        split = split_layer_name(module_name, layers_path)
+        if split is not None:
+            yield *split, saved_name
+
+
 def saved_layer_prefixes(names: dict[str, str], layers_path: str) -> list[str]:
     """Where the layer list `layers_path` lies in the saved names, most often first (none where not renamed)."""
     prefixes = Counter()
-    for module_name, saved_name in names.items():
-        split = split_layer_name(module_name, layers_path)
-        if split is not None and saved_name != module_name:
-            match = re.match(rf"(.+?)\.{split[0]}\.", saved_name)
-            if match:
-                prefixes[match[1]] += 1
+    for index, rest, saved_name in _layer_tensors(names, layers_path):
+        match = re.match(rf"(.+?)\.{index}\.", saved_name)
+        if saved_name != f"{layers_path}.{index}.{rest}" and match:
+            prefixes[match[1]] += 1
     return [prefix for prefix, _ in prefixes.most_common()]
 
 
 def module_inner_names(names: dict[str, str], layers_path: str, saved_prefix: str) -> dict[str, str]:
     """`{saved name: name inside its layer as the module calls it}` for the renamed layer tensors."""
-    inner = {}
-    for module_name, saved_name in names.items():
-        split = split_layer_name(module_name, layers_path)
-        if split is not None and split_layer_name(saved_name, saved_prefix) is not None:
-            inner[saved_name] = split[1]
-    return inner
+    return {
+        saved_name: rest
+        for _, rest, saved_name in _layer_tensors(names, layers_path)
+        if split_layer_name(saved_name, saved_prefix) is not None
+    }
 
 
 def layer_tensors_saved_outside(
@@ -60,12 +65,11 @@ def layer_tensors_saved_outside(
     """`{saved name: (layer index, name inside the layer)}` for layer tensors saved outside the layer list
     (inkling2 saves `layers.N.mlp_input.query` as `attn_res.mlp_queries.N`): they grow with their layer."""
     stored = set(stored)
-    outside = {}
-    for module_name, saved_name in names.items():
-        split = split_layer_name(module_name, layers_path)
-        if split is not None and saved_name in stored and split_layer_name(saved_name, saved_prefix) is None:
-            outside[saved_name] = split
-    return outside
+    return {
+        saved_name: (index, rest)
+        for index, rest, saved_name in _layer_tensors(names, layers_path)
+        if saved_name in stored and split_layer_name(saved_name, saved_prefix) is None
+    }
 
 
 def grown_outside_tensor_sources(

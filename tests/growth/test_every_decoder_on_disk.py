@@ -1,8 +1,8 @@
 """Every decoder-only architecture of the causal-LM mapping grown by every depth method on disk and mid-training.
 
 The same model types and methods as `test_every_decoder.py` (skipped there, skipped here, with the reason).
-A refusal of growth_ops in memory must be a refusal here too (xfail with its reason); the faults these checks found are listed in `DISK_FAULTS` and
-`OPTIMIZER_FAULTS`, each with its reason.
+A refusal of growth_ops in memory must be a refusal here too (xfail with its reason); the faults these
+checks found are listed in `DISK_FAULTS` and `OPTIMIZER_FAULTS`, each with its reason.
 """
 
 import pytest
@@ -44,7 +44,7 @@ DISK_FAULTS = {
 OPTIMIZER_FAULTS: dict[str, tuple[type[Exception], str]] = {}
 
 
-def _cases(faults: dict) -> list:
+def _cases(faults: dict[str, tuple[type[Exception], str]]) -> list:
     """Every (model type, method); a known fault of the model type expected to fail, strictly."""
     params = []
     for model_type in causal_lm_types():
