@@ -231,7 +231,13 @@ def main() -> None:
         "corpus": {"train_tokens": corpus.train.numel(), "vocab_size": corpus.vocab_size},
         "scale": scale,
         "studies": [
-            {"size": s.size, "tokens_per_parameter": s.tokens_per_parameter, "cfg": asdict(s.cfg), **reports[s.key]}
+            {
+                "size": s.size,
+                "tokens_per_parameter": s.tokens_per_parameter,
+                "cfg": asdict(s.cfg),
+                "flop_budget": s.budget,
+                **reports[s.key],
+            }
             for s in studies
         ],
     }

@@ -75,8 +75,7 @@ SETTINGS = {
         tokens_per_parameter=(20.0, 5.0),
         seeds=(0, 1, 2),
         growth={
-            **dict.fromkeys(("h16", "h24"), (*DEPTH_ARMS, "width@0.4")),
-            "h48": DEPTH_ARMS,
+            **dict.fromkeys(("h16", "h24", "h48"), (*DEPTH_ARMS, "width@0.4")),
             "h96": ("stack@0.4",),
         },
     ),
