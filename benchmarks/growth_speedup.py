@@ -56,10 +56,12 @@ from mtlm_recipes.flops import FLOP_FORMULA
 from mtlm_recipes.growth_speedup import (
     DEFAULT_GROWTH,
     DEFINITIONS,
+    PER_RUN_FIELDS,
     GrowthSpeedupConfig,
     parse_growth,
     plan_arms,
     plot_report,
+    recorded_runs,
     regime_title,
     run_arm,
     study_report,
@@ -82,7 +84,7 @@ def describe_machine(device: str) -> dict:
 @report_user_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    per_run = {"seed", "grow_at"}  # set per run from --seeds and --growth
+    per_run = set(PER_RUN_FIELDS)  # set per run from --seeds and --growth
     for field, value in asdict(GrowthSpeedupConfig()).items():
         if field not in per_run:
             parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
@@ -99,6 +101,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="train.jsonl.gz + validation.jsonl.gz")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for growth_speedup.json and .png")
     parser.add_argument("--replot", action="store_true", help="redraw the .png from the .json in --out; train nothing")
+    parser.add_argument(
+        "--reuse-runs",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="growth_speedup.py or growth_scale.py reports whose runs at this config and budget are taken, not "
+        "trained again (training is deterministic given config, budget, arm and seed)",
+    )
     args = parser.parse_args()
     if args.replot:
         plot_report(json.loads((args.out / "growth_speedup.json").read_text()), args.out / "growth_speedup.png")
@@ -111,10 +121,18 @@ def main() -> None:
     print(f"corpus: {corpus.train.numel():,} training tokens, {corpus.val.numel():,} validation tokens")
     budget = flop_budget(cfg, 2 * cfg.small_layers, corpus.vocab_size)
     arms = plan_arms(cfg, args.growth)
-    seed_runs = {arm.name: [] for arm in arms}
+    recorded = {}
+    for path in args.reuse_runs:
+        recorded.update(recorded_runs(json.loads(path.read_text()), cfg, budget))
+    seed_runs, reused = {arm.name: [] for arm in arms}, []
     for seed in args.seeds:
         for arm in arms:
-            seed_runs[arm.name].append(run_arm(arm, seed, corpus, budget, args.device, args.bf16))
+            record = recorded.get((arm.name, seed))
+            if record is None:
+                record = run_arm(arm, seed, corpus, budget, args.device, args.bf16)
+            else:
+                reused.append(f"{arm.name}, seed {seed}")
+            seed_runs[arm.name].append(record)
     analysis = study_report(arms, seed_runs, corpus, budget)
     load_end = os.getloadavg()
 
@@ -131,6 +149,12 @@ def main() -> None:
             "optimizer_after_growth": "a fresh AdamW (no moments carried over); the LR schedule goes on",
         },
         "machine": describe_machine(args.device),
+        "reused_runs": {
+            "from": [os.path.relpath(path.resolve(), HERE.parent) for path in args.reuse_runs],
+            "runs": reused,
+            "note": "runs a report made at the same config, budget, arm and seed: taken from it, not trained "
+            "again, and not in wall_time_s",
+        },
         "wall_time_s": time.time() - start,
         "cpu_time_s": time.process_time() - cpu_start,
         "load_average_start": load_start,

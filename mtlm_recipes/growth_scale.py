@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from scipy import stats
 from .compute_matched import Corpus, build_model, flop_budget, make_optimizer
 from .errors import ConfigError
 from .flops import flops_per_token
-from .growth_speedup import Arm, GrowthSpeedupConfig, parse_growth, plan_arms, run_arm
+from .growth_speedup import Arm, GrowthSpeedupConfig, parse_growth, plan_arms, recorded_runs, run_arm
 
 
 @dataclass(frozen=True)
@@ -103,20 +103,6 @@ def size_config(base: GrowthSpeedupConfig, size: ModelSize, tokens_per_parameter
     return replace(shaped, scratch_steps=steps, warmup_steps=max(5, round(steps * 50 / 1560)))
 
 
-# What `growth_speedup.run_arm` records of a run; the rest of a report's seed record is analysis, redone here.
-TRAINING_RECORD = (
-    "name",
-    "seed",
-    "layers_final",
-    "parameters_final",
-    "tokens",
-    "points",
-    "grown_at_flops",
-    "grown_at_step",
-    "loss_jump_at_growth",
-)
-
-
 @dataclass(frozen=True)
 class Study:
     """One size at one budget: its config, FLOP budget and arms."""
@@ -128,24 +114,13 @@ class Study:
     arms: tuple[Arm, ...]
 
     def runs_of(self, report: dict) -> list[dict]:
-        """Cache lines of the runs of a `benchmarks/growth_speedup.py` report made at this study's config and
-        budget: the same runs, so a scale study need not train them again (empty if the config differs)."""
-        config = report["config"]
-        same = report["flop_budget"] == self.budget and all(
-            config[key] == value for key, value in asdict(self.cfg).items() if key in config
-        )
+        """Cache lines of the runs a report (`benchmarks/growth_speedup.py`'s or this study's) made at this study's
+        config and budget: the same runs, so a scale study need not train them again (empty if the config differs)."""
         names = {arm.name for arm in self.arms}
         return [
-            {
-                "study": self.key,
-                "arm": run["name"],
-                "seed": record["seed"],
-                "budget": self.budget,
-                "record": {key: record[key] for key in TRAINING_RECORD if key in record},
-            }
-            for run in report["runs"]
-            if same and run["name"] in names
-            for record in run["seeds"]
+            {"study": self.key, "arm": name, "seed": seed, "budget": self.budget, "record": record}
+            for (name, seed), record in recorded_runs(report, self.cfg, self.budget).items()
+            if name in names
         ]
 
     @property

@@ -8,7 +8,7 @@ replotted alone.
 
 import argparse
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from growth_ops import GrowthSpec
 
@@ -379,6 +379,41 @@ def study_report(arms: list[Arm], seed_runs: dict[str, list[dict]], corpus: Corp
         "verdict": " ".join(verdicts),
         "reuse_verdict": reuse_verdict(grown_runs) if grown_runs else None,
     }
+
+
+# What `run_arm` records of a run; the rest of a report's seed record is analysis, redone from these.
+TRAINING_RECORD = (
+    "name",
+    "seed",
+    "layers_final",
+    "parameters_final",
+    "tokens",
+    "points",
+    "grown_at_flops",
+    "grown_at_step",
+    "loss_jump_at_growth",
+)
+PER_RUN_FIELDS = ("seed", "grow_at")  # set per run by the seed and the arm, not part of a study's config
+
+
+def recorded_runs(report: dict, cfg: GrowthSpeedupConfig, budget: float) -> dict[tuple[str, int], dict]:
+    """The training records, by (arm name, seed), of the runs a report made at `cfg` and `budget`.
+
+    Training is deterministic given config, budget, arm and seed, so these are the runs a new study at that
+    config would train: reusing them saves their compute. A report is `benchmarks/growth_speedup.py`'s (one
+    study) or `benchmarks/growth_scale.py`'s (`studies`, one per size and budget); a study whose config or
+    budget differs gives nothing.
+    """
+    wanted = {key: value for key, value in asdict(cfg).items() if key not in PER_RUN_FIELDS}
+    found = {}
+    for study in report.get("studies", [report]):
+        config = study.get("cfg", study.get("config", {}))
+        if study.get("flop_budget") != budget or any(config.get(k, v) != v for k, v in wanted.items()):
+            continue
+        for run in study["runs"]:
+            for record in run["seeds"]:
+                found[(run["name"], record["seed"])] = {k: record[k] for k in TRAINING_RECORD if k in record}
+    return found
 
 
 def run_arm(arm: Arm, seed: int, corpus: Corpus, budget: float, device: str = "cpu", bf16: bool = False) -> dict:

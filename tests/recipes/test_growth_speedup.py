@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -36,20 +37,29 @@ def write_small_corpus(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("growth_speedup")
-    command = [sys.executable, str(ROOT / "benchmarks" / "growth_speedup.py"), "--out", str(tmp)]
-    command += ["--data-dir", str(write_small_corpus(tmp / "corpus")), "--vocab-size", "300", "--hidden-size", "32"]
+def run_study(out: Path, corpus: Path, growth: list[str], *extra: str) -> dict:
+    """`benchmarks/growth_speedup.py` at a few steps of a tiny model, in a subprocess; its report."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "growth_speedup.py"), "--out", str(out)]
+    command += ["--data-dir", str(corpus), "--vocab-size", "300", "--hidden-size", "32"]
     command += ["--intermediate-size", "64", "--num-attention-heads", "2", "--seq-len", "32", "--batch-size", "4"]
     command += ["--scratch-steps", str(SCRATCH_STEPS), "--warmup-steps", "2", "--eval-points", "4"]
-    command += ["--eval-blocks", "8", "--seeds", *map(str, SEEDS), "--growth", *GROWTH]
+    command += ["--eval-blocks", "8", "--seeds", *map(str, SEEDS), "--growth", *growth, *extra]
     # One thread: a model this small gains nothing from more, and threads contend on shared cores.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp / "growth_speedup.png").stat().st_size > 10_000
-    return json.loads((tmp / "growth_speedup.json").read_text())
+    assert (out / "growth_speedup.png").stat().st_size > 10_000
+    return json.loads((out / "growth_speedup.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_small_corpus(tmp_path_factory.mktemp("growth_speedup") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, corpus) -> dict:
+    return run_study(tmp_path_factory.mktemp("growth_speedup"), corpus, GROWTH)
 
 
 def test_report_has_scratch_the_control_and_every_grown_run_for_every_seed(report):
@@ -145,3 +155,26 @@ def test_bad_growth_spec_and_missing_corpus_get_clear_errors(tmp_path):
 def test_the_plot_is_redrawn_from_the_json_alone(report, tmp_path):
     growth_speedup.plot_report(report, tmp_path / "replot.png")
     assert (tmp_path / "replot.png").stat().st_size > 10_000
+
+
+def test_runs_of_a_report_at_the_same_config_are_reused_not_trained_again(report, corpus, tmp_path):
+    (tmp_path / "first.json").write_text(json.dumps(report))
+    again = run_study(tmp_path, corpus, [*GROWTH, "width@0.5"], "--reuse-runs", str(tmp_path / "first.json"))
+    first = {run["name"]: run["seeds"] for run in report["runs"]}
+    # Every run of the first report is taken from it; only the width arm and its control are trained.
+    assert sorted(again["reused_runs"]["runs"]) == sorted(f"{name}, seed {seed}" for name in first for seed in SEEDS)
+    assert len(again["runs"]) == len(first) + 2
+    for run in again["runs"]:
+        if run["name"] in first:
+            assert [s["points"] for s in run["seeds"]] == [s["points"] for s in first[run["name"]]]
+    names = {field.name for field in fields(growth_speedup.GrowthSpeedupConfig)}
+    config = growth_speedup.GrowthSpeedupConfig(**{k: v for k, v in report["config"].items() if k in names})
+    assert growth_speedup.recorded_runs(report, config, report["flop_budget"] + 1) == {}
+    wider = replace(config, hidden_size=2 * config.hidden_size)
+    assert growth_speedup.recorded_runs(report, wider, report["flop_budget"]) == {}
+    as_scale_study = {
+        "studies": [{"cfg": report["config"], "flop_budget": report["flop_budget"], "runs": report["runs"]}]
+    }
+    assert growth_speedup.recorded_runs(as_scale_study, config, report["flop_budget"]).keys() == {
+        (name, seed) for name in first for seed in SEEDS
+    }
