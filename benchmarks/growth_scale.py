@@ -33,7 +33,7 @@ from pathlib import Path
 from growth_speedup import describe_machine  # beside this script
 
 from mtlm_recipes.compute_matched import DATA_DIR, load_corpus
-from mtlm_recipes.errors import report_user_errors
+from mtlm_recipes.errors import ConfigError, report_user_errors
 from mtlm_recipes.flops import FLOP_FORMULA
 from mtlm_recipes.growth_scale import (
     SETTINGS,
@@ -157,6 +157,10 @@ def main() -> None:
     stem = "growth_scale_quick" if name.startswith("quick") else "growth_scale"
     json_path, png_path = args.out / f"{stem}.json", args.out / f"{stem}.png"
     if args.replot:
+        if not json_path.is_file():
+            raise ConfigError(
+                f"--replot redraws {json_path}, which does not exist: run the study first, or give --out."
+            )
         report = json.loads(json_path.read_text())
         plot_scale(report["scale"], png_path, report["title"])
         return

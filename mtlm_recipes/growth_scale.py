@@ -424,9 +424,13 @@ def analyse_scale(studies: list[Study], reports: dict[str, dict]) -> dict:
     return {"rows": rows, "fits": fits, "verdict": scale_verdict(rows, fits)}
 
 
+PLOT_FLOOR = -1.0  # fitted intervals below -100% (twice scratch's FLOPs) run off the plot's axes
+
+
 def plot_scale(scale: dict, path, title: str) -> None:
     """Saving against size, every seed a point (hollow: an upper bound, scratch's loss not reached), each fit
-    as a line (dashed where extrapolated to G_stack's published points, the stars)."""
+    as a line over the sizes it was fitted on only; at G_stack's published points (the stars) the fit's 95%
+    interval there, as a bar beside the star, rather than a line drawn across the decades between."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -447,20 +451,30 @@ def plot_scale(scale: dict, path, title: str) -> None:
                     edgecolors=colour,
                     label=f"{arm}, {key[1]:g} tokens/param (per seed)" if first and index == 0 else None,
                 )
-    for fit in scale["fits"]:
+    for index, fit in enumerate(scale["fits"]):
         colour = colours[(fit["arm"], fit["tokens_per_parameter"])]
-        low, high = fit["range_non_embedding_parameters"]
-        for start, end, style in ((low, high, "-"), (high, GSTACK_PUBLISHED[-1]["non_embedding_parameters"], ":")):
-            xs = np.geomspace(start, end, 20)
-            saving = 1 - 10 ** (fit["intercept"] + fit["slope_per_decade"] * np.log10(xs))
-            ax.plot(xs, saving, c=colour, lw=1, ls=style)
+        xs = np.geomspace(*fit["range_non_embedding_parameters"], 20)
+        ax.plot(xs, 1 - 10 ** (fit["intercept"] + fit["slope_per_decade"] * np.log10(xs)), c=colour, lw=1)
+        for point in fit["at_gstack_published"]:
+            line = point["our_fit"]
+            ax.errorbar(
+                point["non_embedding_parameters"] * 1.15 ** (index + 1),  # side by side, right of the star
+                line["mean"],
+                yerr=[[line["mean"] - line["low"]], [line["high"] - line["mean"]]],
+                c=colour,
+                fmt="_",
+                lw=1,
+                capsize=2,
+            )
     for index, point in enumerate(GSTACK_PUBLISHED):
         label = "G_stack published (total-budget view)" if index == 0 else None
         ax.scatter(point["non_embedding_parameters"], point["saving"], marker="*", s=150, c="black", label=label)
     ax.axhline(0, c="black", lw=0.8, ls="--")
+    measured = [seed["saving"] for row in scale["rows"] for r in row["arms"].values() for seed in r["saving_per_seed"]]
+    ax.set_ylim(min([PLOT_FLOOR + 0.05, *measured]) - 0.05, 1)  # every measured point stays on the axes
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters of the big model")
-    ax.set_ylabel("saving: 1 - FLOPs to reach scratch's final loss / scratch's")
+    ax.set_ylabel("saving: 1 - FLOPs to reach scratch's final loss / scratch's\n(axis cut at -100%: bars run on)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
