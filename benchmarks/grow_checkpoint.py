@@ -58,7 +58,7 @@ import psutil
 import safetensors
 import torch
 import transformers
-from machine import host
+from machine import host, load_note
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
@@ -356,8 +356,6 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "safetensors": safetensors.__version__,
         "load_average_1_5_15_min_at_start": os.getloadavg(),
-        "note": "2 CPU cores and one disk shared with other jobs (other sessions' test runs) while this ran: "
-        "times are noisy, the load average says how much; memory is not. Re-run on a quiet machine for times.",
     }
 
 
@@ -440,7 +438,9 @@ def main() -> None:
             }
             result["outputs_compared"] = same_checkpoint(workdir / "growth_ops-out", workdir / "mergekit-out")
         result["summary"] = summary
-        result["machine"]["load_average_1_5_15_min_after_the_timed_runs"] = os.getloadavg()
+        loads = result["machine"]["load_average_1_5_15_min_at_start"], os.getloadavg()
+        result["machine"]["load_average_1_5_15_min_after_the_timed_runs"] = loads[1]
+        result["machine"]["note"] = load_note(list(loads))
         result["per_layer_config_check"] = per_layer_config_check(workdir, mergekit)
         result["reader_backends"] = reader_backend_check(src, workdir)
     finally:
