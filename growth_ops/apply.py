@@ -229,11 +229,6 @@ def _check_structure(
         for name in grown.keys() & reference.keys()
         if (axis := layer_slice_axis(grown[name], reference[name], plan)) is not None
     }
-    if layer_sized and next(model.parameters()).device.type == "meta":
-        raise ValueError(
-            f"{type(model).__name__} holds parameters with one slice per layer outside its layer list "
-            f"({sorted(layer_sized)}): growth_ops regrows them in memory only. Load the model and use `grow`."
-        )
     named_parameters = dict(model.named_parameters())
     for name, axis in layer_sized.items():
         if name not in named_parameters:

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME
 from mtlm_shards import (
     WEIGHT_SUFFIXES,
     TensorCopy,
+    open_shard,
     read_headers,
     read_weight_map,
     split_into_shards,
@@ -42,7 +44,7 @@ from mtlm_shards import (
 )
 
 from .anatomy import DecoderAnatomy, discover_anatomy
-from .apply import apply_plan
+from .apply import apply_plan, layer_slice_axis, remap_layer_slices
 from .disk_probe import probed_anatomy
 from .in_memory import plan_growth
 from .plan import GrowthPlan
@@ -82,6 +84,8 @@ class CheckpointGrowth:
         dropped (`tuple[str, ...]`): Source tensors not written: aliases of a tied weight.
         copied_files (`tuple[str, ...]`): Source files copied unchanged (code, tokenizer, generation config).
         width (`DiskWidth`, *optional*): How the stored tensors grow in width, when the spec widens.
+        layer_slices (`dict[str, int]`): Tensors outside the layer list that hold one slice per layer (gemma4's
+            per-layer input embeddings), by name: the axis of their slices, regrown as `grow` regrows them.
     """
 
     source: Path
@@ -95,6 +99,7 @@ class CheckpointGrowth:
     dropped: tuple[str, ...] = ()
     copied_files: tuple[str, ...] = ()
     width: DiskWidth | None = None
+    layer_slices: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def total_size(self) -> int:
@@ -191,6 +196,14 @@ def plan_checkpoint_growth(
     }
     if width is not None:
         tensors = {name: _widened(tensor, width.shapes) for name, tensor in tensors.items()}
+    layer_slices = _layer_slices(tensors, skeleton, growth_plan)
+    if layer_slices and width is not None:
+        raise ValueError(
+            f"{type(skeleton).__name__} holds tensors with one slice per layer outside its layer list "
+            f"({sorted(layer_slices)}): growth_ops grows them on disk in depth only. Grow width in memory (`grow`)."
+        )
+    grown_shapes = {name: skeleton.get_parameter(name).shape for name in layer_slices}
+    tensors.update({name: _with_shape(tensors[name], shape) for name, shape in grown_shapes.items()})
     return CheckpointGrowth(
         source=source,
         anatomy=anatomy,
@@ -203,13 +216,33 @@ def plan_checkpoint_growth(
         dropped=tuple(sorted(dropped)),
         copied_files=tuple(_files_to_copy(source)),
         width=width,
+        layer_slices=layer_slices,
     )
 
 
 def _widened(tensor: TensorCopy, shapes: dict[str, tuple[int, ...]]) -> TensorCopy:
-    shape = shapes.get(tensor.source_name, tensor.shape)
+    return _with_shape(tensor, shapes.get(tensor.source_name, tensor.shape))
+
+
+def _with_shape(tensor: TensorCopy, shape: tuple[int, ...]) -> TensorCopy:
     itemsize = tensor.nbytes // max(1, math.prod(tensor.shape))
-    return dataclasses.replace(tensor, shape=shape, nbytes=math.prod(shape) * itemsize)
+    return dataclasses.replace(tensor, shape=tuple(shape), nbytes=math.prod(shape) * itemsize)
+
+
+def _layer_slices(tensors: dict[str, TensorCopy], skeleton: PreTrainedModel, plan: GrowthPlan) -> dict[str, int]:
+    """The tensors whose grown shape differs from the stored one by the layer count along one axis.
+
+    `apply_plan` has checked that the grown skeleton holds exactly the weights of a model built from the grown
+    config, so any other shape change would have been refused there.
+    """
+    shapes = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    return {
+        name: axis
+        for name, tensor in tensors.items()
+        if name in shapes
+        and shapes[name] != tensor.shape
+        and (axis := layer_slice_axis(tensor.shape, shapes[name], plan)) is not None
+    }
 
 
 def grow_checkpoint(
@@ -407,7 +440,7 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
     for name in growth.copied_files:
         shutil.copy2(growth.source / name, folder / name)
     with contextlib.ExitStack() as stack:
-        read = None if growth.width is None else widened_reader(growth, stack)
+        read = widened_reader(growth, stack) if growth.width is not None else _slice_reader(growth, stack)
         write_shards(
             folder,
             growth.source,
@@ -418,6 +451,24 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
             description="Growing checkpoint",
             read=read,
         )
+
+
+def _slice_reader(
+    growth: CheckpointGrowth, stack: contextlib.ExitStack
+) -> Callable[[TensorCopy], torch.Tensor | None]:
+    """The reader `write_shards` calls for each tensor: a per-layer-slice tensor comes back with its slices in
+    the grown order (one tensor in memory); any other gives `None`, so its stored bytes are copied."""
+    handles: dict[str, object] = {}
+
+    def read(tensor: TensorCopy) -> torch.Tensor | None:
+        if tensor.name not in growth.layer_slices:
+            return None
+        if tensor.source_file not in handles:
+            handles[tensor.source_file] = stack.enter_context(open_shard(growth.source / tensor.source_file))
+        stored = handles[tensor.source_file].get_tensor(tensor.source_name)
+        return remap_layer_slices(stored, growth.layer_slices[tensor.name], growth.plan)
+
+    return read
 
 
 def _move_into_place(staging: Path, destination: Path, overwrite: bool) -> None:

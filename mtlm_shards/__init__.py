@@ -180,18 +180,20 @@ def write_shards(
     total_parameters: int,
     progress: bool = False,
     description: str = "Writing shards",
-    read: Callable[[TensorCopy], torch.Tensor] | None = None,
+    read: Callable[[TensorCopy], torch.Tensor | None] | None = None,
 ) -> list[Path]:
     """Write `shards` (and their index when there are several) into `folder`, reading `tensors` from `source`.
 
-    `read` gives the data of each tensor as it is written (a transform such as width growth). Without it,
-    each tensor's stored bytes are copied from its source file (zeros when its `TensorCopy` says so), and
-    no tensor is built. Every file is read back to check it holds what was written. Returns the files written.
+    `read` gives the data of each tensor as it is written (a transform such as width growth), or `None` for
+    a tensor written as stored. Without it, and where it gives `None`, each tensor's stored bytes are copied
+    from its source file (zeros when its `TensorCopy` says so), and no tensor is built. Every file is read
+    back to check it holds what was written. Returns the files written.
     """
     total_size = sum(tensor.nbytes for tensor in tensors.values())
     bar = tqdm(total=total_size, unit="B", unit_scale=True, desc=description, disable=not progress)
     with bar, contextlib.ExitStack() as stack:
-        write_data = _ByteCopier(source, stack) if read is None else _TensorWriter(read)
+        copy_bytes = _ByteCopier(source, stack)
+        write_data = copy_bytes if read is None else _TensorWriter(read, copy_bytes)
         for filename, names in shards.items():
             bar.set_postfix_str(filename)
             _write_shard(folder / filename, [tensors[n] for n in names], write_data, bar.update)
@@ -260,13 +262,20 @@ def _write_shard(
 
 
 class _TensorWriter:
-    """Writes the bytes of the tensor `read` gives (a transform of the stored tensor)."""
+    """Writes the bytes of the tensor `read` gives (a transform of the stored tensor); `as_stored` writes the
+    tensors it gives `None` for."""
 
-    def __init__(self, read: Callable[[TensorCopy], torch.Tensor]) -> None:
-        self.read = read
+    def __init__(
+        self, read: Callable[[TensorCopy], torch.Tensor | None], as_stored: Callable[[io.FileIO, TensorCopy], None]
+    ) -> None:
+        self.read, self.as_stored = read, as_stored
 
     def __call__(self, file: io.FileIO, tensor: TensorCopy) -> None:
-        data = self.read(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
+        data = self.read(tensor)
+        if data is None:
+            self.as_stored(file, tensor)
+            return
+        data = data.contiguous().reshape(-1).view(torch.uint8).numpy()
         if data.nbytes != tensor.nbytes:
             raise ValueError(
                 f"{tensor.source_name} in {tensor.source_file} holds {data.nbytes} bytes, its header says "

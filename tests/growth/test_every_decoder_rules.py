@@ -15,12 +15,14 @@ from zoo import (
     SMALL,
     SPECS,
     TooLarge,
+    assert_same_tensors,
     assert_unchanged,
     build_small,
     count_parameters,
     growth_failure,
     input_ids,
     logits,
+    read_tensors,
     snapshot,
 )
 
@@ -59,11 +61,20 @@ def test_parameters_with_one_slice_per_layer_are_regrown_slice_by_slice():
     assert growth_failure("gemma4_text", "interleave") is None
 
 
-def test_on_disk_growth_refuses_parameters_with_one_slice_per_layer(tmp_path):
-    build_small("gemma4_text").save_pretrained(tmp_path / "src")
-    with pytest.raises(ValueError, match=r"one slice per layer .*embed_tokens_per_layer.*in memory only"):
-        grow_checkpoint(tmp_path / "src", tmp_path / "dst", GrowthSpec(depth=2))
-    assert not (tmp_path / "dst").exists()
+def test_on_disk_growth_regrows_parameters_with_one_slice_per_layer(tmp_path):
+    model = build_small("gemma4_text")
+    model.save_pretrained(tmp_path / "src")
+    growth = grow_checkpoint(tmp_path / "src", tmp_path / "dst", SPECS["interleave"])
+    # The per-layer input embeddings (a slice of columns per layer) and their projection (a slice of rows).
+    assert growth.layer_slices == {
+        "model.embed_tokens_per_layer.weight": 1,
+        "model.per_layer_model_projection.weight": 0,
+    }
+    grow(model, SPECS["interleave"]).save_pretrained(tmp_path / "memory")
+    assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
+    with pytest.raises(ValueError, match=r"one slice per layer .*embed_tokens_per_layer.*depth only"):
+        grow_checkpoint(tmp_path / "src", tmp_path / "wide", GrowthSpec(depth=2, width=2))
+    assert not (tmp_path / "wide").exists()
 
 
 def test_first_k_dense_layers_stay_first_or_growth_is_refused():
