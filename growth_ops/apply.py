@@ -20,7 +20,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .plan import GrowthPlan
 from .probe import BlockInputs, capture_block_inputs, zero_residual_failure
-from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed
+from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed, split_layer_name
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,15 @@ def _resolve(
     return assignments
 
 
+# Module attributes that hold a layer's KV-cache slot and nothing else: a layer moved to another position takes
+# that position's slot and computes the same. Named, because what an integer attribute is used for cannot be told
+# from its value; every other attribute that follows the position makes identity growth refuse.
+CACHE_SLOT_ATTRIBUTES = {
+    "layer_idx": "transformers' cache slot of a layer (`Cache.update(..., layer_idx)`)",
+    "layer_id": "gpt_neo's name for the same slot (GPTNeoSelfAttention passes it to `Cache.update`)",
+}
+
+
 def _index_attribute_changes(layers: nn.Module, plan: GrowthPlan) -> _AttributeChanges:
     """Renumber every integer `layer_idx` that holds its layer's old index (the KV-cache slot)."""
     changes: _AttributeChanges = {}
@@ -246,8 +255,41 @@ def _check_structure(
             f"Growing {type(model).__name__} this way gives weights that a model built from the grown config would not "
             f"have (missing {missing}, unexpected {unexpected}, other shapes {reshaped}): the config decides some "
             "layer's structure by a rule growth_ops cannot remap, or holds weights sized by the layer count."
+            + _built_by_position(current, reference, anatomy.layers_path, plan)
         )
     return layer_sized
+
+
+def _built_by_position(
+    current: dict[str, tuple[int, ...]], reference: dict[str, tuple[int, ...]], layers_path: str, plan: GrowthPlan
+) -> str:
+    """Where a copy lands at a position the grown model builds unlike its source, the first such copy in words
+    (rwkv builds `pre_ln` in layer 0 only; modernbert-decoder no `attn_norm` there), else nothing."""
+
+    def by_layer(shapes: dict[str, tuple[int, ...]]) -> dict[int, dict[str, tuple[int, ...]]]:
+        layers: dict[int, dict[str, tuple[int, ...]]] = {}
+        for name, shape in shapes.items():
+            if (split := split_layer_name(name, layers_path)) is not None:
+                layers.setdefault(split[0], {})[split[1]] = shape
+        return layers
+
+    old, new = by_layer(current), by_layer(reference)
+    for position, source in enumerate(plan.sources):
+        built, copied = new.get(position, {}), old.get(source, {})
+        if built == copied:
+            continue
+        needs, lacks = sorted(built.keys() - copied.keys())[:3], sorted(copied.keys() - built.keys())[:3]
+        reshaped = sorted(k for k in built.keys() & copied.keys() if built[k] != copied[k])[:3]
+        differences = [f"{what} {names}" for what, names in (("with", needs), ("without", lacks)) if names]
+        differences += [f"with other shapes of {reshaped}"] if reshaped else []
+        alike = [layer for layer, tensors in sorted(old.items()) if tensors == built]
+        return (
+            f" Its layers are not all built alike: this growth puts a copy of layer {source} at position {position}, "
+            f"where the grown config builds a layer {' and '.join(differences)} "
+            f"({f'like source layers {alike}' if alike else 'like no source layer'}). Choose a method or positions "
+            "that put each copy where a layer is built like its source."
+        )
+    return ""
 
 
 def layer_slice_axis(old: tuple[int, ...], new: tuple[int, ...], plan: GrowthPlan) -> int | None:
@@ -311,7 +353,7 @@ def _check_identity(
         moved = {
             a: v
             for a, v in changed.items()
-            if a != "layer_idx" and (a not in config_changes or config_changes[a] != v)
+            if a not in CACHE_SLOT_ATTRIBUTES and (a not in config_changes or config_changes[a] != v)
         }
         if position is None:
             # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
