@@ -16,6 +16,8 @@ def training_bar(desc: str, total: float, *, initial: float = 0, unit: str = "st
         unit (`str`, *optional*, defaults to `"step"`): What one unit is; anything but steps is shown
             scaled (`1.2G FLOP`).
         disable (`bool`, *optional*, defaults to `False`): No bar at all (e.g. on all but the main process).
+            Without it, tqdm's own `TQDM_DISABLE=1` in the environment still turns the bar off (a `True` or
+            `False` passed to tqdm would override it).
     """
     return tqdm(
         total=total,
@@ -25,7 +27,7 @@ def training_bar(desc: str, total: float, *, initial: float = 0, unit: str = "st
         unit_scale=unit != "step",
         mininterval=MIN_INTERVAL_S,
         dynamic_ncols=True,
-        disable=disable,
+        **({"disable": True} if disable else {}),
     )
 
 
