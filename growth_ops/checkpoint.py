@@ -440,7 +440,11 @@ def _write(growth: CheckpointGrowth, folder: Path, progress: bool) -> None:
     for name in growth.copied_files:
         shutil.copy2(growth.source / name, folder / name)
     with contextlib.ExitStack() as stack:
-        read = widened_reader(growth, stack) if growth.width is not None else _slice_reader(growth, stack)
+        read = None  # depth alone: every tensor's stored bytes are copied
+        if growth.width is not None:
+            read = widened_reader(growth, stack)
+        elif growth.layer_slices:
+            read = _slice_reader(growth, stack)
         write_shards(
             folder,
             growth.source,
