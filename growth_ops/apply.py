@@ -248,14 +248,15 @@ def _check_structure(
         shape[axis] = reference[name][axis]
         grown[name] = tuple(shape)
     if grown != reference:
+        if clash := _built_by_position(current, reference, anatomy.layers_path, plan):
+            raise ValueError(f"Growing {type(model).__name__} this way {clash}")
         missing = sorted(reference.keys() - grown.keys())[:4]
         unexpected = sorted(grown.keys() - reference.keys())[:4]
         reshaped = sorted(k for k in grown.keys() & reference.keys() if grown[k] != reference[k])[:4]
         raise ValueError(
             f"Growing {type(model).__name__} this way gives weights that a model built from the grown config would not "
             f"have (missing {missing}, unexpected {unexpected}, other shapes {reshaped}): the config decides some "
-            "layer's structure by a rule growth_ops cannot remap, or holds weights sized by the layer count."
-            + _built_by_position(current, reference, anatomy.layers_path, plan)
+            "weight's shape by a rule growth_ops cannot remap, or holds weights sized by the layer count."
         )
     return layer_sized
 
@@ -284,10 +285,10 @@ def _built_by_position(
         differences += [f"with other shapes of {reshaped}"] if reshaped else []
         alike = [layer for layer, tensors in sorted(old.items()) if tensors == built]
         return (
-            f" Its layers are not all built alike: this growth puts a copy of layer {source} at position {position}, "
-            f"where the grown config builds a layer {' and '.join(differences)} "
-            f"({f'like source layers {alike}' if alike else 'like no source layer'}). Choose a method or positions "
-            "that put each copy where a layer is built like its source."
+            f"puts a copy of layer {source} at position {position}, where the grown config builds a layer "
+            f"{' and '.join(differences)} ({f'like source layers {alike}' if alike else 'like no source layer'}): "
+            "the model builds its layers by position, not all alike, and the config cannot say otherwise. Choose "
+            "a method or positions that put each copy where a layer is built like its source."
         )
     return ""
 
