@@ -442,7 +442,7 @@ def plot_scale(scale: dict, path, title: str) -> None:
         for arm, record in row["arms"].items():
             key = (arm, row["tokens_per_parameter_target"])
             first = key not in colours
-            colour = colours.setdefault(key, f"C{len(colours)}")
+            colour = colours.setdefault(key, plt.cm.tab20(len(colours) % 20))  # up to 20 arms, each its own
             for index, seed in enumerate(record["saving_per_seed"]):
                 ax.scatter(
                     row["big_non_embedding_parameters"],
@@ -458,7 +458,7 @@ def plot_scale(scale: dict, path, title: str) -> None:
         for point in fit["at_gstack_published"]:
             line = point["our_fit"]
             ax.errorbar(
-                point["non_embedding_parameters"] * 1.15 ** (index + 1),  # side by side, right of the star
+                point["non_embedding_parameters"] * 1.05 ** (index + 1),  # side by side, right of the star
                 line["mean"],
                 yerr=[[line["mean"] - line["low"]], [line["high"] - line["mean"]]],
                 c=colour,
