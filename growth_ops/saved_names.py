@@ -5,8 +5,9 @@ reverses them on save, so some families keep their legacy names on disk: gemma3 
 `language_model.model.layers.N` for `model.language_model.layers.N`, exaone writes GPT-2-style names,
 nemotron_h `backbone.` for `model.`, inkling2 a layer's `mlp_input.query` outside the layer list.
 `grow_checkpoint` reads such a checkpoint in its own names and needs, for each layer tensor, its layer
-index and its name inside the layer as the module calls it (to zero the right residual writers). Transformers has no public reverse lookup of a single name, so the whole reversal
-is run once on a meta-device copy of the state dict and read back by tensor identity.
+index and its name inside the layer as the module calls it (to zero the right residual writers).
+Transformers has no public reverse lookup of a single name, so the whole reversal is run once on a
+meta-device copy of the state dict and read back by tensor identity.
 """
 
 from __future__ import annotations
