@@ -52,7 +52,7 @@ def worker(out: Path, spec_name: str) -> None:
 
     import mtlm_hf
     from growth_ops import GrowthSpec, grow_prepared
-    from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu
+    from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu, end_training
 
     accelerator = Accelerator()
     enable_fsdp_on_cpu(accelerator)
@@ -101,7 +101,8 @@ def worker(out: Path, spec_name: str) -> None:
         "hidden_size": accelerator.unwrap_model(model).config.hidden_size,
     }
     (out / f"{spec_name}_rank{accelerator.process_index}.json").write_text(json.dumps(report))
-    accelerator.end_training()
+    del model  # freed before the process group (see end_training)
+    end_training(accelerator)
 
 
 def main() -> None:

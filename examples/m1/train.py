@@ -39,7 +39,7 @@ from mtlm_recipes.flops import flops_per_token
 from mtlm_recipes.m1.checkpoints import complete_checkpoints, read_state, save_checkpoint
 from mtlm_recipes.m1.config import TrainingConfig, build_model_config, load_config
 from mtlm_recipes.m1.data import BlockSampler, load_training_data
-from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu, save_trained_model
+from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu, end_training, save_trained_model
 from mtlm_recipes.progress import show_step, training_bar
 from mtlm_recipes.training_log import log_step, write_training_metadata
 
@@ -215,7 +215,8 @@ def main() -> None:
     accelerator.wait_for_everyone()
     if end_step < t.total_steps:
         accelerator.print(f"stopped after step {end_step}; the same command without --stop-after resumes the run")
-        accelerator.end_training()
+        del model, optimizer, scheduler  # the DDP wrapper is freed before the process group (see end_training)
+        end_training(accelerator)
         return
     final = save_trained_model(accelerator, model, out / "final")
     if accelerator.is_main_process:
@@ -237,7 +238,8 @@ def main() -> None:
             command=" ".join(["accelerate launch", *sys.argv]),
             growth=growth,
         )
-    accelerator.end_training()
+    del model, optimizer, scheduler
+    end_training(accelerator)
     accelerator.print(f"final model: {out / 'final'} (loads with trust_remote_code=True)")
 
 

@@ -1,5 +1,6 @@
 """The M1 trainer under FSDP: Accelerate's FSDP on CPU processes, and a sharded model saved as a plain one."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -33,6 +34,20 @@ def enable_fsdp_on_cpu(accelerator: Accelerator) -> bool:
     PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
     accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables launch sets
     return True
+
+
+def end_training(accelerator: Accelerator) -> None:
+    """Free the prepared objects, then `accelerator.end_training()`; call it once the caller holds none of them.
+
+    A DDP wrapper that outlives the process group holds the group's last reference in its C++ reducer, and
+    freeing the wrapper then destroys the gloo group with the GIL held: that joins the group's worker threads,
+    and a worker still finishing a collective waits for the GIL to free its tensors, so the process hangs at
+    exit (seen with torch 2.13 on a loaded CPU). Freed here, while the group is registered, the wrapper drops a
+    reference that is not the last, and destroying the group from Python releases the GIL first.
+    """
+    accelerator.free_memory()
+    gc.collect()  # wrappers in reference cycles, which `free_memory`'s own collection ran too early to free
+    accelerator.end_training()
 
 
 def save_trained_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> PreTrainedModel:

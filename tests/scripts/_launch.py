@@ -5,6 +5,7 @@ Imported by the tests as `from scripts._launch import launch` (tests/ is on `sys
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,17 +51,37 @@ def accelerate_launch(num_processes: int, *, fsdp: bool) -> list[str]:
 def launch(
     command: list[str], script: Path, *args: str, home: Path, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    """Run `script` under `command` (a launcher or `[sys.executable]`) and assert that it succeeded."""
-    result = subprocess.run(
-        [*command, str(script), *args],
+    """Run `script` under `command` (a launcher or `[sys.executable]`) and assert that it succeeded.
+
+    On timeout the launcher is sent SIGTERM, on which torchrun stops its ranks (each runs in a session of its
+    own, so killing the launcher alone would leave them running, orphaned, on the cores the next tests need);
+    whatever still runs after a grace period is killed with the launcher's session.
+    """
+    full = [*command, str(script), *args]
+    with subprocess.Popen(
+        full,
         cwd=ROOT,
         env=launch_env(home),
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, f"{command} {script.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                stdout, stderr = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+            raise AssertionError(
+                f"{script.name} ran past {timeout} s and was killed with its ranks:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+            ) from None
+    result = subprocess.CompletedProcess(full, process.returncode, stdout, stderr)
+    assert result.returncode == 0, f"{command} {script.name} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
     return result
 
 

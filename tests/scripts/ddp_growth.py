@@ -28,6 +28,7 @@ from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 
 from growth_ops import grow_prepared
+from mtlm_recipes.m1.distributed import end_training
 
 
 def main() -> None:
@@ -69,7 +70,8 @@ def main() -> None:
     dump["num_layers"] = torch.tensor(unwrapped.config.num_hidden_layers)
     save_file({k: v.contiguous() for k, v in dump.items()}, out / f"rank{accelerator.process_index}.safetensors")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del model  # the DDP wrapper, freed before the process group (see end_training)
+    end_training(accelerator)
 
 
 def _new_parameters(accelerator: Accelerator, model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from growth_ops import grow, grow_prepared
-from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu
+from mtlm_recipes.m1.distributed import enable_fsdp_on_cpu, end_training
 
 GLOBAL_BATCH = 4
 
@@ -108,7 +108,8 @@ def main() -> None:
         dump["shards_copied"], dump["sharded"] = flags[0], flags[1]
         save_file({k: v.contiguous() for k, v in dump.items()}, args.out / f"world{world}_from{start}.safetensors")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del model  # the DDP wrapper, freed before the process group (see end_training)
+    end_training(accelerator)
 
 
 def _new_shards_equal_sources(model: torch.nn.Module) -> bool:
