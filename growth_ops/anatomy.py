@@ -51,8 +51,12 @@ class DecoderAnatomy:
             from the table where the probe cannot see them.
         check_branches (`bool`): Whether every parameterised non-norm child of a layer must hold a
             residual writer before a zero-residual copy is trusted to be an identity.
-        identity_blockers (`tuple[tuple[str, Any, str], ...]`): `(config_key, value, reason)` settings
-            under which no layer of this model type can be an exact identity.
+        identity_blockers (`tuple[tuple[str, Any, str, bool], ...]`): `(config_key, value, reason, equal)`:
+            no layer of this model type can be an exact identity while the setting equals `value` (`equal`) or
+            differs from it (not `equal`: the table's `"unless"`).
+        rescaled_by_index (`tuple[str, str]`, *optional*): `(module attribute, config key)`: while a module's
+            attribute is True, the layers' weights are held divided by a factor that follows `index // period`
+            (the config key), as rwkv does for inference, so no layer may move to a position with another factor.
         has_per_layer_overrides (`bool`): Whether the config is heterogeneous: it holds per-layer overrides
             (`per_layer_config`, transformers' heterogeneity, e.g. gemma4's `head_dim` of full-attention
             layers), which growth remaps by the plan's sources like a per-layer list.
@@ -76,7 +80,8 @@ class DecoderAnatomy:
     residual_writers: tuple[str, ...] = ()
     residual_parameters: tuple[str, ...] = ()
     check_branches: bool = True
-    identity_blockers: tuple[tuple[str, Any, str], ...] = ()
+    identity_blockers: tuple[tuple[str, Any, str, bool], ...] = ()
+    rescaled_by_index: tuple[str, str] | None = None
     has_per_layer_overrides: bool = False
     identity_probed: bool = False
 
@@ -192,7 +197,11 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         residual_writers=tuple(exception.get("residual_writers", defaults["residual_writers"])),
         residual_parameters=tuple(exception.get("residual_parameters", ())),
         check_branches=exception.get("check_branches", True),
-        identity_blockers=tuple((b["key"], b["value"], b["why"]) for b in exception.get("identity_blockers", ())),
+        identity_blockers=tuple(
+            (b["key"], b.get("value", b.get("unless")), b["why"], "value" in b)
+            for b in exception.get("identity_blockers", ())
+        ),
+        rescaled_by_index=tuple(exception["rescaled_by_index"]) if "rescaled_by_index" in exception else None,
         has_per_layer_overrides=bool(getattr(layer_config, "is_heterogeneous", False)),
     )
     logger.info(
@@ -227,7 +236,8 @@ def _find_layer_list(model: nn.Module, config: PreTrainedConfig | None, count_ke
 
     block_names = set(getattr(model, "_no_split_modules", None) or ())
     tried.append(f"a ModuleList of {sorted(block_names) or 'the classes in `_no_split_modules` (none declared)'}")
-    found = [n for n, m in lists.items() if block_names and all(type(c).__name__ in block_names for c in m)]
+    block_lists = [n for n, m in lists.items() if block_names and all(type(c).__name__ in block_names for c in m)]
+    found = block_lists
     if len(found) > 1:
         found = [n for n in found if len(lists[n]) in counts]
     if len(found) > 1 and isinstance(model, PreTrainedModel):
@@ -252,10 +262,20 @@ def _find_layer_list(model: nn.Module, config: PreTrainedConfig | None, count_ke
 
     model_type = getattr(config, "model_type", None)
     candidates = {n: f"{len(m)} x {type(m[0]).__name__}" for n, m in lists.items()}
+    present = f" ModuleLists present: {candidates or 'none'}."
+    if len(block_lists) > 1:
+        sized = sum(len(lists[n]) in counts for n in block_lists)
+        present = (
+            f" The model runs {len(block_lists)} lists of its blocks ({ {n: candidates[n] for n in block_lists} }), "
+            f"{sized or 'none'} of them `{count_key}` long: it is built of several stacks (hierarchical, recurrent "
+            "or byte-to-patch), so no one list is the decoder whose depth its config sets."
+        )
+        others = {n: c for n, c in candidates.items() if n not in block_lists}
+        present += f" Other ModuleLists: {others}." if others else ""
     raise ValueError(
         f"No decoder layer list found in {type(model).__name__} (model_type={model_type!r}). Looked for "
         + "; then ".join(tried)
-        + f". ModuleLists present: {candidates or 'none'}. Pass `layers_attr=` with the dotted path of the blocks."
+        + f".{present} Pass `layers_attr=` with the dotted path of the blocks."
     )
 
 

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # (position in the grown layer list or None for modules outside it, module name relative to it) -> changes
 _AttributeChanges = dict[tuple[int | None, str], dict[str, Any]]
+# position in the grown layer list -> submodules of its copy that the layer built there does not have
+_Unused = dict[int, tuple[str, ...]]
 
 
 def apply_plan(
@@ -71,25 +73,29 @@ def apply_plan(
             f"layers: make the plan with num_layers={len(layers)}."
         )
     layer_config = anatomy.layer_config(model)
+    _check_rescaled_by_index(model, layer_config, anatomy, plan)
     config_changes = grown_config_changes(layer_config, anatomy, plan)
     attribute_changes = _index_attribute_changes(layers, plan)
     layer_sized: dict[str, torch.Tensor] = {}
+    unused: _Unused = {}
     if layer_config is not None and isinstance(model, PreTrainedModel):
-        derived, layer_sized = _derived_attribute_changes(model, anatomy, plan, config_changes)
+        derived, layer_sized, unused = _derived_attribute_changes(model, anatomy, plan, config_changes)
         for key, changed in derived.items():
             attribute_changes.setdefault(key, {}).update(changed)
+    shared = _shared_objects(model, layers)
     if "zero_residual" in plan.inits:
-        anatomy = _check_identity(model, layers, layer_config, anatomy, plan, attribute_changes, config_changes)
+        placed = _PlacedCopies(layers, plan, attribute_changes, unused, shared)
+        anatomy = _check_identity(
+            model, layers, placed, layer_config, anatomy, plan, attribute_changes, config_changes
+        )
 
     kept = set(plan.kept_positions)
-    shared = _shared_objects(model, layers)
     new_layers = []
     for j, (source, rule) in enumerate(zip(plan.sources, plan.inits, strict=True)):
         if j in kept:
             new_layers.append(layers[source])
             continue
-        # A fresh memo per copy: deepcopy fills it, and a reused one would make the copies share tensors.
-        clone = copy.deepcopy(layers[source], memo=dict(shared))
+        clone = _copy_without(layers[source], unused.get(j, ()), shared)
         _apply_init_rule(clone, rule, anatomy)
         new_layers.append(clone)
 
@@ -119,8 +125,28 @@ def apply_plan(
     return model
 
 
+def _check_rescaled_by_index(model: nn.Module, config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan) -> None:
+    """Refuse to move a layer whose weights are held scaled by a factor that follows its index (rwkv after a
+    forward pass in eval mode): training would undo the scale of its new position, not the one it holds."""
+    if anatomy.rescaled_by_index is None or config is None:
+        return
+    attribute, period_key = anatomy.rescaled_by_index
+    period = getattr(config, period_key, 0) or 0
+    if period <= 0 or not any(getattr(module, attribute, False) is True for module in model.modules()):
+        return
+    moved = [(source, j) for j, source in enumerate(plan.sources) if source // period != j // period]
+    if moved:
+        source, position = moved[0]
+        raise ValueError(
+            f"{type(model).__name__} holds its layers' weights rescaled for inference by a factor that follows the "
+            f"layer index ({attribute}=True, {period_key}={period}): layer {source} would move to position {position}, "
+            "whose factor differs, and training would undo it by the wrong one. Run one forward pass in training mode "
+            "first (`model.train()`, then any batch), which restores the weights, and grow then."
+        )
+
+
 def _resolve(
-    changes: _AttributeChanges, new_layers: list[nn.Module], model: nn.Module
+    changes: _AttributeChanges, new_layers: list[nn.Module] | dict[int, nn.Module], model: nn.Module
 ) -> list[tuple[nn.Module, str, Any]]:
     """Find every module to change before the commit, so that the commit cannot fail half-way."""
     assignments = []
@@ -133,6 +159,37 @@ def _resolve(
             continue
         assignments += [(module, attribute, value) for attribute, value in attributes.items()]
     return assignments
+
+
+def _copy_without(layer: nn.Module, unused: tuple[str, ...], shared: dict[int, Any]) -> nn.Module:
+    """A deep copy of `layer` without its `unused` submodules, sharing what `shared` holds."""
+    # A fresh memo per copy: deepcopy fills it, and a reused one would make the copies share tensors.
+    clone = copy.deepcopy(layer, memo=dict(shared))
+    for name in unused:
+        parent, _, child = name.rpartition(".")
+        delattr(clone.get_submodule(parent), child)
+    return clone
+
+
+class _PlacedCopies:
+    """The copy each position of the plan receives, as it will compute there, made when asked for.
+
+    The identity probe runs these rather than their sources: a layer's own forward may depend on its position
+    (rwkv applies `pre_ln` to the residual stream in layer 0 only), so a copy of layer 0 placed elsewhere is an
+    identity when zeroed although layer 0 itself is not.
+    """
+
+    def __init__(
+        self, layers: nn.Module, plan: GrowthPlan, changes: _AttributeChanges, unused: _Unused, shared: dict[int, Any]
+    ) -> None:
+        self.layers, self.plan, self.changes, self.unused, self.shared = layers, plan, changes, unused, shared
+
+    def __getitem__(self, position: int) -> nn.Module:
+        clone = _copy_without(self.layers[self.plan.sources[position]], self.unused.get(position, ()), self.shared)
+        changes = {key: value for key, value in self.changes.items() if key[0] == position}
+        for module, attribute, value in _resolve(changes, {position: clone}, clone):
+            setattr(module, attribute, value)
+        return clone
 
 
 # Module attributes that hold a layer's KV-cache slot and nothing else: a layer moved to another position takes
@@ -172,9 +229,10 @@ def _buildable_copy(config: PreTrainedConfig) -> PreTrainedConfig:
 
 def _derived_attribute_changes(
     model: PreTrainedModel, anatomy: DecoderAnatomy, plan: GrowthPlan, config_changes: dict[str, Any]
-) -> tuple[_AttributeChanges, dict[str, torch.Tensor]]:
-    """Attributes that a freshly built model holds differently because of the growth, and the grown values of
-    the parameters outside the layer list that hold one slice per layer.
+) -> tuple[_AttributeChanges, dict[str, torch.Tensor], _Unused]:
+    """Attributes that a freshly built model holds differently because of the growth, the grown values of
+    the parameters outside the layer list that hold one slice per layer, and the submodules of copies that the
+    layer built at their position does not have (see `_unused_submodules`).
 
     Builds the model twice on the meta device, from its config before and after growth, and
     compares every plain attribute of every module: what differs between layer `i` before and its
@@ -191,7 +249,7 @@ def _derived_attribute_changes(
     with torch.device("meta"):
         before = type(model)(_buildable_copy(model.config))
         after = type(model)(new_config)
-    layer_sized = _check_structure(model, before, after, anatomy, plan)
+    layer_sized, unused = _check_structure(model, before, after, anatomy, plan)
 
     prefix = anatomy.layers_path + "."
     old_modules = dict(before.named_modules())
@@ -207,19 +265,19 @@ def _derived_attribute_changes(
         changed = {a: v for a, v in new.items() if a in old and old[a] != v}
         if changed:
             changes[key] = changed
-    return changes, {
-        name: remap_layer_slices(model.get_parameter(name), axis, plan) for name, axis in layer_sized.items()
-    }
+    sliced = {name: remap_layer_slices(model.get_parameter(name), axis, plan) for name, axis in layer_sized.items()}
+    return changes, sliced, unused
 
 
 def _check_structure(
     model: nn.Module, before: nn.Module, after: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan
-) -> dict[str, int]:
+) -> tuple[dict[str, int], _Unused]:
     """The grown model must hold exactly the weights `from_pretrained` would build from the grown config.
 
     Returns:
         `{parameter name: axis}` for the parameters outside the layer list that hold one equal slice per layer
-        along `axis` (gemma4's per-layer input embeddings): growth gives each new layer its source's slice.
+        along `axis` (gemma4's per-layer input embeddings): growth gives each new layer its source's slice. And
+        the submodules to leave out of copies whose position builds its layer without them (`_unused_submodules`).
     """
     current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if current != {k: tuple(v.shape) for k, v in before.state_dict().items()}:
@@ -229,7 +287,7 @@ def _check_structure(
             "model is not checked.",
             type(model).__name__,
         )
-        return {}
+        return {}, {}
     sources = grown_tensor_sources(current, anatomy.layers_path, plan, anatomy)
     grown = {name: current[source] for name, (source, _) in sources.items()}
     reference = {k: tuple(v.shape) for k, v in after.state_dict().items()}
@@ -247,8 +305,11 @@ def _check_structure(
         shape = list(grown[name])
         shape[axis] = reference[name][axis]
         grown[name] = tuple(shape)
+    unused = _unused_submodules(model.get_submodule(anatomy.layers_path), current, reference, anatomy, plan)
+    left_out = {f"{anatomy.layers_path}.{j}.{name}." for j, names in unused.items() for name in names}
+    grown = {name: shape for name, shape in grown.items() if not name.startswith(tuple(left_out))}
     if grown != reference:
-        if clash := _built_by_position(current, reference, anatomy.layers_path, plan):
+        if clash := _built_by_position(current, reference, anatomy.layers_path, plan, unused):
             raise ValueError(f"Growing {type(model).__name__} this way {clash}")
         missing = sorted(reference.keys() - grown.keys())[:4]
         unexpected = sorted(grown.keys() - reference.keys())[:4]
@@ -258,26 +319,64 @@ def _check_structure(
             f"have (missing {missing}, unexpected {unexpected}, other shapes {reshaped}): the config decides some "
             "weight's shape by a rule growth_ops cannot remap, or holds weights sized by the layer count."
         )
-    return layer_sized
+    if unused:
+        logger.info("growth_ops: copies leave out what their positions build without: %s", unused)
+    return layer_sized, unused
+
+
+def _unused_submodules(
+    layers: nn.Module,
+    current: dict[str, tuple[int, ...]],
+    reference: dict[str, tuple[int, ...]],
+    anatomy: DecoderAnatomy,
+    plan: GrowthPlan,
+) -> _Unused:
+    """Whole submodules a copy holds and the layer built at its position does not (rwkv's `pre_ln`, built in
+    layer 0 only), where that is the copy's only difference from it.
+
+    Leaving them out is exact: once growth has set the copy's attributes to those of the layer built there
+    (rwkv's `layer_id`), the copy runs the same code as that layer, which a fresh model runs without them.
+    """
+    old, new = _tensors_by_layer(current, anatomy.layers_path), _tensors_by_layer(reference, anatomy.layers_path)
+    kept, unused = set(plan.kept_positions), {}
+    for position, source in enumerate(plan.sources):
+        built, copied = new.get(position, {}), old.get(source, {})
+        extra = copied.keys() - built.keys()
+        if position in kept or not extra or any(copied.get(k) != shape for k, shape in built.items()):
+            continue
+        whole = []
+        for name, module in layers[source].named_modules():
+            own = {f"{name}.{k}" for k in module.state_dict()}
+            if name and own and own <= extra and not any(name.startswith(w + ".") for w in whole):
+                whole.append(name)
+        if {f"{w}.{k}" for w in whole for k in layers[source].get_submodule(w).state_dict()} == extra:
+            unused[position] = tuple(whole)
+    return unused
+
+
+def _tensors_by_layer(shapes: dict[str, tuple[int, ...]], layers_path: str) -> dict[int, dict[str, tuple[int, ...]]]:
+    """`{layer index: {name inside the layer: shape}}` of the tensors in the layer list."""
+    layers: dict[int, dict[str, tuple[int, ...]]] = {}
+    for name, shape in shapes.items():
+        if (split := split_layer_name(name, layers_path)) is not None:
+            layers.setdefault(split[0], {})[split[1]] = shape
+    return layers
 
 
 def _built_by_position(
-    current: dict[str, tuple[int, ...]], reference: dict[str, tuple[int, ...]], layers_path: str, plan: GrowthPlan
+    current: dict[str, tuple[int, ...]],
+    reference: dict[str, tuple[int, ...]],
+    layers_path: str,
+    plan: GrowthPlan,
+    unused: _Unused,
 ) -> str:
     """Where a copy lands at a position the grown model builds unlike its source, the first such copy in words
-    (rwkv builds `pre_ln` in layer 0 only; modernbert-decoder no `attn_norm` there), else nothing."""
-
-    def by_layer(shapes: dict[str, tuple[int, ...]]) -> dict[int, dict[str, tuple[int, ...]]]:
-        layers: dict[int, dict[str, tuple[int, ...]]] = {}
-        for name, shape in shapes.items():
-            if (split := split_layer_name(name, layers_path)) is not None:
-                layers.setdefault(split[0], {})[split[1]] = shape
-        return layers
-
-    old, new = by_layer(current), by_layer(reference)
+    (modernbert-decoder builds no `attn_norm` in layer 0), else nothing. Copies that only hold more than the
+    layer built there leave that out (`unused`) and are not counted."""
+    old, new = _tensors_by_layer(current, layers_path), _tensors_by_layer(reference, layers_path)
     for position, source in enumerate(plan.sources):
         built, copied = new.get(position, {}), old.get(source, {})
-        if built == copied:
+        if built == copied or position in unused:
             continue
         needs, lacks = sorted(built.keys() - copied.keys())[:3], sorted(copied.keys() - built.keys())[:3]
         reshaped = sorted(k for k in built.keys() & copied.keys() if built[k] != copied[k])[:3]
@@ -324,6 +423,7 @@ def _is_plain(value: Any) -> bool:
 def _check_identity(
     model: nn.Module,
     layers: nn.Module,
+    placed: _PlacedCopies,
     config: Any,
     anatomy: DecoderAnatomy,
     plan: GrowthPlan,
@@ -337,16 +437,16 @@ def _check_identity(
     that cannot be probed (on the meta device) is checked by the names of its writers only, unless its
     anatomy was probed on a model of the same layers already (`grow_checkpoint`).
     """
-    for key, value, why in anatomy.identity_blockers:
-        if config is not None and getattr(config, key, None) == value:
+    for key, value, why, equal in anatomy.identity_blockers:
+        if config is not None and (getattr(config, key, None) == value) == equal:
             raise ValueError(
-                f"Identity growth is impossible for {anatomy.model_type} with {key}={value!r}: {why}. "
-                "Use another method (stack, interleave, dus, explicit)."
+                f"Identity growth is impossible for {anatomy.model_type} with {key}={getattr(config, key, None)!r}: "
+                f"{why}. Use another method (stack, interleave, dus, explicit)."
             )
     counts = (plan.num_layers, plan.source_num_layers)
-    sources = sorted({s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"})
     if not anatomy.identity_probed:
-        anatomy = probe_identity(layers, capture_block_inputs(model, layers, sources), sources, anatomy)
+        sources = {s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"}
+        anatomy = probe_placed_identity(placed, capture_block_inputs(model, layers, sources), plan, anatomy)
     kept = set(plan.kept_positions)
     for (position, name), changed in changes.items():
         # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
@@ -369,29 +469,63 @@ def _check_identity(
     return anatomy
 
 
-def probe_identity(
-    layers: nn.Module, inputs: dict[int, BlockInputs], sources: list[int], anatomy: DecoderAnatomy
-) -> DecoderAnatomy:
-    """Run each of `sources` zeroed on its captured `inputs`, and refuse the first that is no identity.
+def left_out_submodules(model: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[int, tuple[str, ...]]:
+    """`{position: submodule names}` that `apply_plan` leaves out of the copies it places (see
+    `_unused_submodules`), for growth on disk, which writes the grown tensors itself."""
+    layer_config = anatomy.layer_config(model)
+    if layer_config is None or not isinstance(model, PreTrainedModel):
+        return {}
+    return _derived_attribute_changes(model, anatomy, plan, grown_config_changes(layer_config, anatomy, plan))[2]
 
-    Returns the anatomy with the residual writers the probe found beyond the named ones; a layer without
+
+def placed_identity_copies(
+    layers: nn.Module, skeleton: PreTrainedModel, plan: GrowthPlan, anatomy: DecoderAnatomy
+) -> _PlacedCopies:
+    """The copies `plan` places, made from `layers` as they will compute at their positions, for the on-disk
+    probe: `layers` are a random model's cut after the last source, `skeleton` the whole model on the meta
+    device, from which the positions' attributes and left-out submodules are derived as `apply_plan` does."""
+    skeleton_layers = skeleton.get_submodule(anatomy.layers_path)
+    changes = _index_attribute_changes(skeleton_layers, plan)
+    config_changes = grown_config_changes(anatomy.layer_config(skeleton), anatomy, plan)
+    derived, _, unused = _derived_attribute_changes(skeleton, anatomy, plan, config_changes)
+    for key, changed in derived.items():
+        changes.setdefault(key, {}).update(changed)
+    return _PlacedCopies(layers, plan, changes, unused, {})
+
+
+def probe_placed_identity(
+    placed: _PlacedCopies, captured: dict[int, BlockInputs], plan: GrowthPlan, anatomy: DecoderAnatomy
+) -> DecoderAnatomy:
+    """`probe_identity` on every zero-residual copy as placed, on the inputs `captured` for its source."""
+    placement = {j: plan.sources[j] for j, rule in enumerate(plan.inits) if rule == "zero_residual"}
+    inputs = {j: captured[source] for j, source in placement.items() if source in captured}
+    return probe_identity(placed, inputs, placement, anatomy)
+
+
+def probe_identity(
+    copies: _PlacedCopies, inputs: dict[int, BlockInputs], placement: dict[int, int], anatomy: DecoderAnatomy
+) -> DecoderAnatomy:
+    """Run the copy at each position of `placement` (`{position: source layer}`) zeroed on its captured
+    `inputs`, and refuse the first that is no identity.
+
+    Returns the anatomy with the residual writers the probe found beyond the named ones; a copy without
     captured inputs (on the meta device) is checked by the names of its writers only.
 
     Raises:
         ValueError: Naming the layer and the branch that stays non-zero.
     """
     found: set[str] = set()
-    for source in sources:
-        layer = layers[source]
-        if source not in inputs:
+    for position, source in placement.items():
+        layer = copies[position]
+        if position not in inputs:
             _check_writer_names(layer, source, anatomy)
             continue
-        reason, extra = zero_residual_failure(layer, inputs[source], lambda n: is_residual_writer(n, anatomy))
+        reason, extra = zero_residual_failure(layer, inputs[position], lambda n: is_residual_writer(n, anatomy))
         if reason is not None:
             raise ValueError(
                 f"Identity growth cannot make layer {source} ({type(layer).__name__}, model_type="
-                f"{anatomy.model_type!r}) an exact identity: {reason}. Use another method (stack, interleave, dus, "
-                "explicit)."
+                f"{anatomy.model_type!r}, copied to position {position}) an exact identity: {reason}. Use another "
+                "method (stack, interleave, dus, explicit)."
             )
         found.update(extra)
     if found:

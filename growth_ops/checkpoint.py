@@ -44,7 +44,7 @@ from mtlm_shards import (
 )
 
 from .anatomy import DecoderAnatomy, discover_anatomy
-from .apply import apply_plan, layer_slice_axis, remap_layer_slices
+from .apply import apply_plan, layer_slice_axis, left_out_submodules, remap_layer_slices
 from .disk_probe import probed_anatomy
 from .in_memory import plan_growth
 from .plan import GrowthPlan
@@ -185,9 +185,11 @@ def plan_checkpoint_growth(
         width = plan_disk_width(width_plan, unwidened, copy.deepcopy(skeleton), weight_map, dropped)
     # The one application point: the skeleton is grown by the same code as a model in memory, so the grown
     # config (layer count, per-layer and index lists) and every check on the plan are the same.
+    left_out = left_out_submodules(skeleton, anatomy, growth_plan)
     apply_plan(skeleton, growth_plan, anatomy=anatomy)
     stored = [name for name in weight_map if name not in dropped and name not in saved_outside]
     sources = grown_tensor_sources(stored, layers_prefix, growth_plan, anatomy, inner_names)
+    sources = _without_left_out(sources, left_out, layers_prefix, inner_names)
     if saved_outside:
         sources.update(grown_outside_tensor_sources(saved_outside, saved_names(skeleton), growth_plan, anatomy))
     tensors = {
@@ -218,6 +220,24 @@ def plan_checkpoint_growth(
         width=width,
         layer_slices=layer_slices,
     )
+
+
+def _without_left_out(
+    sources: dict[str, tuple[str, bool]],
+    left_out: dict[int, tuple[str, ...]],
+    layers_prefix: str,
+    inner_names: dict[str, str],
+) -> dict[str, tuple[str, bool]]:
+    """`sources` without the tensors of the submodules `apply_plan` leaves out of copies (`left_out`, by
+    position): the layer built there has none (rwkv's `pre_ln`, built in layer 0 only)."""
+    prefixes = {position: tuple(f"{name}." for name in names) for position, names in left_out.items()}
+    held = {}
+    for name, (source_name, zeroed) in sources.items():
+        split = split_layer_name(name, layers_prefix)
+        if split and split[0] in prefixes and inner_names.get(source_name, split[1]).startswith(prefixes[split[0]]):
+            continue
+        held[name] = (source_name, zeroed)
+    return held
 
 
 def _widened(tensor: TensorCopy, shapes: dict[str, tuple[int, ...]]) -> TensorCopy:

@@ -5,8 +5,9 @@ names alone cannot promise an identity (CodeGen's MLP writes through `fc_out`, J
 `output_linear`). A meta-device skeleton cannot run, and building the whole model would cost what on-disk
 growth exists to avoid. Which parameters must be zeroed is a matter of structure, not of trained values, so
 the probe runs on a random model of the same config cut after the last layer to be copied as an identity.
-Every such layer is probed where it stands, on the inputs the layers before it give: two layers of one
-structure can differ by their input alone (deepseek_v4's hyper-connections mix the streams from layer 1 on).
+Every such layer is probed on the inputs the layers before it give (two layers of one structure can differ by
+their input alone: deepseek_v4's hyper-connections mix the streams from layer 1 on), as copied to its new
+position (a layer's forward may depend on its position: rwkv's layer 0 norms the embeddings).
 Its cost is the embeddings and those layers in fp32: for identity growth of the whole stack, the size of the
 model in fp32, the one step of on-disk growth whose memory is not bounded by a tensor.
 """
@@ -20,7 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .anatomy import DecoderAnatomy
-from .apply import probe_identity
+from .apply import placed_identity_copies, probe_placed_identity
 from .plan import GrowthPlan
 from .probe import capture_block_inputs
 from .rules import grown_config_changes
@@ -41,7 +42,8 @@ def probed_anatomy(skeleton: PreTrainedModel, anatomy: DecoderAnatomy, plan: Gro
     inputs = capture_block_inputs(model, cut_layers, sources)
     if set(inputs) != set(sources):
         return anatomy
-    found = probe_identity(cut_layers, inputs, sources, anatomy)
+    placed = placed_identity_copies(cut_layers, skeleton, plan, anatomy)
+    found = probe_placed_identity(placed, inputs, plan, anatomy)
     return dataclasses.replace(found, identity_probed=True)
 
 

@@ -4,7 +4,9 @@ A zero-residual copy of a block must compute `block(x) == x`. Names cannot promi
 block, a bias outside the known writers, a branch with an unusual output projection), so the copy is
 run on the inputs the model's own forward gives the block, captured by a forward pre-hook on one tiny
 forward pass. Where the writers named by the anatomy do not make the copy an identity, the last
-parameterised module of every branch that stays non-zero is zeroed too, and the copy is run again.
+parameterised module of every branch that stays non-zero is zeroed too (or, where that is a gate, the first
+module from the output back whose zeroing zeroes the branch), and the copy is run again; writers a guess
+added that the identity turns out not to need are given back.
 """
 
 from __future__ import annotations
@@ -90,9 +92,11 @@ def zero_residual_failure(
     for round_ in range(_MAX_ROUNDS + 1):
         nonzero, change = _run_zeroed(layer, inputs, zeroed)
         if change <= ATOL:
-            return None, tuple(sorted(extra))
+            return None, _needed(layer, inputs, is_writer, extra)
         last_round = round_ == _MAX_ROUNDS
         found = set() if last_round else set(_last_writers(layer, nonzero, inputs, zeroed))
+        if not found and not last_round:
+            found = set(_searched_writers(layer, nonzero, inputs, zeroed))
         if not found:
             break
         extra.update(found)
@@ -152,9 +156,25 @@ def _last_writers(
     layer: nn.Module, nonzero: list[str], inputs: BlockInputs, zeroed: Callable[[str], bool]
 ) -> list[str]:
     """What each non-zero branch writes last: walking back from its output, every parameter added after its
-    last projection (a weight of two or more dims), and that projection, or only its own bias where the
-    projection is zeroed already (gpt_oss's `down_proj_bias` beside `down_proj`). Inputs of the
-    projection stay, so the zeroed copy still trains."""
+    last projection (a weight with two or more dims above 1), and that projection, or only its own bias where
+    the projection is zeroed already (gpt_oss's `down_proj_bias` beside `down_proj`). Inputs of the
+    projection stay, so the zeroed copy still trains.
+
+    A module's forward hook fires after its children's, though its own parameters may act before them (rwkv's
+    time-mixing coefficients, used on the input of `key` .. `output`): so a module whose children ran is passed
+    over, and its own parameters are proposed only when its children propose nothing more."""
+    order = _finishing_order(layer, inputs)
+    writers = []
+    for branch in nonzero:
+        ran = list(dict.fromkeys(n for n in order if n == branch or n.startswith(branch + ".")))
+        containers = {n for n in ran if any(other.startswith(n + ".") for other in ran)}
+        found = _walk_back(layer, [n for n in ran if n not in containers], zeroed)
+        writers += found or _walk_back(layer, ran, zeroed)
+    return writers
+
+
+def _finishing_order(layer: nn.Module, inputs: BlockInputs) -> list[str]:
+    """The modules holding parameters of their own, in the order their forwards finish on `inputs`."""
     clone = copy.deepcopy(layer).eval().float()
     order: list[str] = []
     handles = [
@@ -169,14 +189,51 @@ def _last_writers(
     finally:
         for handle in handles:
             handle.remove()
+    return list(dict.fromkeys(order))
+
+
+def _needed(
+    layer: nn.Module, inputs: BlockInputs, is_writer: Callable[[str], bool], extra: set[str]
+) -> tuple[str, ...]:
+    """`extra` without the writers a guess added that the identity does not need (the probe keeps the fewest
+    zeroed, so that the copy keeps the most of its source)."""
+    needed = set(extra)
+    for name in sorted(extra):
+        trial = needed - {name}
+        if _run_zeroed(layer, inputs, lambda n, trial=trial: is_writer(n) or n in trial)[1] <= ATOL:
+            needed = trial
+    return tuple(sorted(needed))
+
+
+def _searched_writers(
+    layer: nn.Module, nonzero: list[str], inputs: BlockInputs, zeroed: Callable[[str], bool]
+) -> list[str]:
+    """For each non-zero branch, the first projection (from its output back) whose zeroing makes the branch zero,
+    tried one at a time: where the last module to finish is no writer (rwkv's feed-forward finishes with the
+    `receptance` gate it multiplies the `value` projection by)."""
+    order = _finishing_order(layer, inputs)
     writers = []
     for branch in nonzero:
-        for name in reversed(dict.fromkeys(n for n in order if n == branch or n.startswith(branch + "."))):
-            own = dict(clone.get_submodule(name).named_parameters(recurse=False))
-            done = [p for p in own if zeroed(f"{name}.{p}")]
-            writers += [f"{name}.{p}" for p in own if not done or any(p.startswith(d) for d in done)]
-            if any(t.dim() >= 2 for t in own.values()):
+        for name in reversed([n for n in order if n.startswith(branch + ".")]):
+            own = [f"{name}.{p}" for p, _ in layer.get_submodule(name).named_parameters(recurse=False)]
+            if all(zeroed(n) for n in own):
+                continue
+            still, _ = _run_zeroed(layer, inputs, lambda n, own=own: zeroed(n) or n in own)
+            if branch not in still:
+                writers += [n for n in own if not zeroed(n)]
                 break
+    return writers
+
+
+def _walk_back(layer: nn.Module, ran: list[str], zeroed: Callable[[str], bool]) -> list[str]:
+    """From the last of the modules `ran` back to the first that holds a projection, what `_last_writers` zeroes."""
+    writers = []
+    for name in reversed(ran):
+        own = dict(layer.get_submodule(name).named_parameters(recurse=False))
+        done = [p for p in own if zeroed(f"{name}.{p}")]
+        writers += [f"{name}.{p}" for p in own if not done or any(p.startswith(d) for d in done)]
+        if any(sum(size > 1 for size in t.shape) >= 2 for t in own.values()):
+            break
     return [w for w in writers if not zeroed(w)]
 
 

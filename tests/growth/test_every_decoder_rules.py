@@ -138,11 +138,6 @@ def test_a_model_grows_after_it_was_saved(tmp_path):
     "model_type, method, says",
     [
         (
-            "rwkv",
-            "stack",
-            r"copy of layer 0 at position 3, .* without \['pre_ln.bias', 'pre_ln.weight'\] \(like source layers \[1, 2\]\)",
-        ),
-        (
             "modernbert-decoder",
             "identity",
             r"copy of layer 0 at position 1, .* with \['attn_norm.weight'\] \(like source layers \[1, 2\]\)",
@@ -150,9 +145,66 @@ def test_a_model_grows_after_it_was_saved(tmp_path):
     ],
 )
 def test_a_copy_where_the_grown_config_builds_its_layer_otherwise_is_refused_naming_both(model_type, method, says):
-    """rwkv builds `pre_ln` in layer 0 only, modernbert-decoder no `attn_norm` there: the config cannot move them."""
+    """modernbert-decoder builds no `attn_norm` in layer 0: the config cannot move it."""
     model = build_small(model_type)
     before = snapshot(model)
     with pytest.raises(ValueError, match=rf"this way puts a {says}: the model builds its layers by position"):
         grow(model, SPECS[method])
     assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "lists"),
+    [
+        ("hrm_text", r"2 lists of its blocks \(\{'model.L_module.layers': '3 x HrmTextDecoderLayer', 'model.H_module"),
+        ("blt", r"5 lists of its blocks \(\{'model.local_encoder.layers': '3 x BltTransformerLayer'.*4 of them"),
+    ],
+)
+def test_a_model_of_several_block_stacks_is_refused_naming_every_stack(model_type, lists):
+    """hrm_text runs an L and an H stack in cycles, blt a byte encoder, a global transformer and a decoder:
+    no one list is the decoder whose depth the config sets."""
+    with pytest.raises(ValueError, match=rf"No decoder layer list found.*runs {lists}.*several stacks.*layers_attr="):
+        discover_anatomy(build_small(model_type))
+
+
+@pytest.mark.parametrize("method", ["stack", "identity"])
+def test_a_copy_leaves_out_what_the_layer_built_at_its_position_has_not(tmp_path, method):
+    """rwkv builds `pre_ln` (the embeddings' norm, run by layer 0) in layer 0 alone: a copy of layer 0 placed
+    elsewhere leaves it out, in memory and on disk, and identity growth stays exact where rwkv's inference-time
+    rescaling is off (with it on, identity growth is refused naming `rescale_every`)."""
+    model = build_small("rwkv")
+    with pytest.raises(ValueError, match=r"Identity growth is impossible for rwkv with rescale_every=6: .*= 0"):
+        grow(build_small("rwkv"), SPECS["identity"])
+    model.config.rescale_every = 0
+    model.save_pretrained(tmp_path / "src")
+    ids = input_ids()
+    before = logits(model, ids)
+    grow(model, SPECS[method])
+    blocks = model.rwkv.blocks
+    assert [hasattr(block, "pre_ln") for block in blocks] == [True] + [False] * (len(blocks) - 1)
+    if method == "identity":
+        torch.testing.assert_close(logits(model, ids), before, rtol=0, atol=1e-5)
+    model.save_pretrained(tmp_path / "memory")
+    grow_checkpoint(tmp_path / "src", tmp_path / "dst", SPECS[method])
+    assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
+
+
+def test_layers_held_rescaled_by_their_index_are_not_moved_to_another_factor():
+    """rwkv divides block i's output projections by 2 ** (i // rescale_every) in place at inference: a block
+    moved across such a boundary is refused until a training-mode forward has restored the weights."""
+    model = build_small("rwkv")
+    model.config.rescale_every = 2
+    ids = input_ids()
+    logits(model, ids)  # eval mode: the blocks are now held rescaled
+    before = snapshot(model)
+    with pytest.raises(
+        ValueError, match=r"layers_are_rescaled=True, rescale_every=2\): layer 0 would move to position 3"
+    ):
+        grow(model, SPECS["stack"])
+    assert_unchanged(model, before)
+    model.train()
+    with torch.no_grad():
+        model(ids)  # restores the weights
+    expected = [block.attention.output.weight.clone() for block in model.rwkv.blocks]
+    grow(model, SPECS["stack"])
+    assert all(torch.equal(b.attention.output.weight, expected[i % 3]) for i, b in enumerate(model.rwkv.blocks))
