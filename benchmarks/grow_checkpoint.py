@@ -22,7 +22,8 @@ writes the whole source folder twice, 2x the source's bytes, a little more than 
 Two growth_ops arms: `growth_ops` is the whole `mtlm-grow` command, which pays a fixed cost (start
 Python, import torch and transformers, plan: the `--dry-run` arm measures it) that `cp` does not;
 `growth_ops_call` is `grow_checkpoint` called in a fresh process and timed from after the imports
-(plan and write), the library's own time.
+(plan and write), the library's own time; its `cpu_seconds` are the call's too (`time.process_time`, every
+thread), the whole command's are `command_cpu_seconds`.
 
 Every run is a fresh process, the arms taking turns to go first (rotated each repeat). Caches cannot
 be dropped without root, so each run starts alike instead: the source is read once right before it (a
@@ -165,9 +166,10 @@ import json, sys, time
 import growth_ops.checkpoint
 from growth_ops import GrowthSpec, grow_checkpoint
 src, out, factor, max_shard_size, report = sys.argv[1:6]
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 grow_checkpoint(src, out, GrowthSpec(depth=int(factor), depth_method="stack"), max_shard_size=int(max_shard_size))
-open(report, "w").write(json.dumps(time.perf_counter() - start))
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+open(report, "w").write(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}))
 """
 
 
@@ -409,10 +411,10 @@ def main() -> None:
             run["sync_after_seconds"] = time.perf_counter() - start
             run["bytes_written"] = folder_bytes(out) if out.exists() else 0
             if tool == "growth_ops_call" and run["returncode"] == 0:
-                run["command_seconds"], run["seconds"] = (
-                    run["seconds"],
-                    json.loads((workdir / "call.json").read_text()),
-                )
+                # The call's own time and CPU (every thread of the process); the command's include the imports.
+                call = json.loads((workdir / "call.json").read_text())
+                run["command_seconds"], run["seconds"] = run["seconds"], call["seconds"]
+                run["command_cpu_seconds"], run["cpu_seconds"] = run["cpu_seconds"], call["cpu_seconds"]
             print(tool, run, flush=True)
             return run
 
