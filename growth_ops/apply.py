@@ -75,13 +75,7 @@ def apply_plan(
     layer_config = anatomy.layer_config(model)
     _check_rescaled_by_index(model, layer_config, anatomy, plan)
     config_changes = grown_config_changes(layer_config, anatomy, plan)
-    attribute_changes = _index_attribute_changes(layers, plan)
-    layer_sized: dict[str, torch.Tensor] = {}
-    unused: _Unused = {}
-    if layer_config is not None and isinstance(model, PreTrainedModel):
-        derived, layer_sized, unused = _derived_attribute_changes(model, anatomy, plan, config_changes)
-        for key, changed in derived.items():
-            attribute_changes.setdefault(key, {}).update(changed)
+    attribute_changes, layer_sized, unused = _position_changes(model, layers, anatomy, plan, config_changes)
     shared = _shared_objects(model, layers)
     if "zero_residual" in plan.inits:
         placed = _PlacedCopies(layers, plan, attribute_changes, unused, shared)
@@ -159,6 +153,20 @@ def _resolve(
             continue
         assignments += [(module, attribute, value) for attribute, value in attributes.items()]
     return assignments
+
+
+def _position_changes(
+    model: nn.Module, layers: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan, config_changes: dict[str, Any]
+) -> tuple[_AttributeChanges, dict[str, torch.Tensor], _Unused]:
+    """What growth changes for each position: every `layer_idx` renumbered, and for Transformers models the
+    attributes, per-layer slices and left-out submodules that `_derived_attribute_changes` finds."""
+    changes = _index_attribute_changes(layers, plan)
+    if anatomy.layer_config(model) is None or not isinstance(model, PreTrainedModel):
+        return changes, {}, {}
+    derived, layer_sized, unused = _derived_attribute_changes(model, anatomy, plan, config_changes)
+    for key, changed in derived.items():
+        changes.setdefault(key, {}).update(changed)
+    return changes, layer_sized, unused
 
 
 def _copy_without(layer: nn.Module, unused: tuple[str, ...], shared: dict[int, Any]) -> nn.Module:
@@ -472,10 +480,8 @@ def _check_identity(
 def left_out_submodules(model: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[int, tuple[str, ...]]:
     """`{position: submodule names}` that `apply_plan` leaves out of the copies it places (see
     `_unused_submodules`), for growth on disk, which writes the grown tensors itself."""
-    layer_config = anatomy.layer_config(model)
-    if layer_config is None or not isinstance(model, PreTrainedModel):
-        return {}
-    return _derived_attribute_changes(model, anatomy, plan, grown_config_changes(layer_config, anatomy, plan))[2]
+    config_changes = grown_config_changes(anatomy.layer_config(model), anatomy, plan)
+    return _position_changes(model, model.get_submodule(anatomy.layers_path), anatomy, plan, config_changes)[2]
 
 
 def placed_identity_copies(
@@ -484,12 +490,9 @@ def placed_identity_copies(
     """The copies `plan` places, made from `layers` as they will compute at their positions, for the on-disk
     probe: `layers` are a random model's cut after the last source, `skeleton` the whole model on the meta
     device, from which the positions' attributes and left-out submodules are derived as `apply_plan` does."""
-    skeleton_layers = skeleton.get_submodule(anatomy.layers_path)
-    changes = _index_attribute_changes(skeleton_layers, plan)
     config_changes = grown_config_changes(anatomy.layer_config(skeleton), anatomy, plan)
-    derived, _, unused = _derived_attribute_changes(skeleton, anatomy, plan, config_changes)
-    for key, changed in derived.items():
-        changes.setdefault(key, {}).update(changed)
+    skeleton_layers = skeleton.get_submodule(anatomy.layers_path)
+    changes, _, unused = _position_changes(skeleton, skeleton_layers, anatomy, plan, config_changes)
     return _PlacedCopies(layers, plan, changes, unused, {})
 
 

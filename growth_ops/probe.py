@@ -89,14 +89,16 @@ def zero_residual_failure(
     def zeroed(name: str) -> bool:
         return is_writer(name) or name in extra
 
+    order: list[str] = []  # the finishing order of the layer's modules, found once, when first needed
     for round_ in range(_MAX_ROUNDS + 1):
         nonzero, change = _run_zeroed(layer, inputs, zeroed)
         if change <= ATOL:
             return None, _needed(layer, inputs, is_writer, extra)
-        last_round = round_ == _MAX_ROUNDS
-        found = set() if last_round else set(_last_writers(layer, nonzero, inputs, zeroed))
-        if not found and not last_round:
-            found = set(_searched_writers(layer, nonzero, inputs, zeroed))
+        if round_ == _MAX_ROUNDS:
+            break
+        order = order or _finishing_order(layer, inputs)
+        found = set(_last_writers(layer, nonzero, order, zeroed))
+        found = found or set(_searched_writers(layer, nonzero, inputs, order, zeroed))
         if not found:
             break
         extra.update(found)
@@ -152,9 +154,7 @@ def _run_zeroed(layer: nn.Module, inputs: BlockInputs, zeroed: Callable[[str], b
     return nonzero, change
 
 
-def _last_writers(
-    layer: nn.Module, nonzero: list[str], inputs: BlockInputs, zeroed: Callable[[str], bool]
-) -> list[str]:
+def _last_writers(layer: nn.Module, nonzero: list[str], order: list[str], zeroed: Callable[[str], bool]) -> list[str]:
     """What each non-zero branch writes last: walking back from its output, every parameter added after its
     last projection (a weight with two or more dims above 1), and that projection, or only its own bias where
     the projection is zeroed already (gpt_oss's `down_proj_bias` beside `down_proj`). Inputs of the
@@ -163,7 +163,6 @@ def _last_writers(
     A module's forward hook fires after its children's, though its own parameters may act before them (rwkv's
     time-mixing coefficients, used on the input of `key` .. `output`): so a module whose children ran is passed
     over, and its own parameters are proposed only when its children propose nothing more."""
-    order = _finishing_order(layer, inputs)
     writers = []
     for branch in nonzero:
         ran = list(dict.fromkeys(n for n in order if n == branch or n.startswith(branch + ".")))
@@ -206,12 +205,11 @@ def _needed(
 
 
 def _searched_writers(
-    layer: nn.Module, nonzero: list[str], inputs: BlockInputs, zeroed: Callable[[str], bool]
+    layer: nn.Module, nonzero: list[str], inputs: BlockInputs, order: list[str], zeroed: Callable[[str], bool]
 ) -> list[str]:
     """For each non-zero branch, the first projection (from its output back) whose zeroing makes the branch zero,
     tried one at a time: where the last module to finish is no writer (rwkv's feed-forward finishes with the
     `receptance` gate it multiplies the `value` projection by)."""
-    order = _finishing_order(layer, inputs)
     writers = []
     for branch in nonzero:
         for name in reversed([n for n in order if n.startswith(branch + ".")]):
