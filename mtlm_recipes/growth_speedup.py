@@ -396,14 +396,19 @@ TRAINING_RECORD = (
 PER_RUN_FIELDS = ("seed", "grow_at")  # set per run by the seed and the arm, not part of a study's config
 
 
-def recorded_runs(report: dict, cfg: GrowthSpeedupConfig, budget: float) -> dict[tuple[str, int], dict]:
-    """The training records, by (arm name, seed), of the runs a report made at `cfg` and `budget`.
+def recorded_runs(
+    report: dict, cfg: GrowthSpeedupConfig, budget: float, corpus: Corpus
+) -> dict[tuple[str, int], dict]:
+    """The training records, by (arm name, seed), of the runs a report made at `cfg` and `budget` on `corpus`.
 
-    Training is deterministic given config, budget, arm and seed, so these are the runs a new study at that
-    config would train: reusing them saves their compute. A report is `benchmarks/growth_speedup.py`'s (one
-    study) or `benchmarks/growth_scale.py`'s (`studies`, one per size and budget); a study whose config or
-    budget differs gives nothing.
+    Training is deterministic given corpus, config, budget, arm and seed, so these are the runs a new study at
+    that config would train: reusing them saves their compute. A report is `benchmarks/growth_speedup.py`'s (one
+    study) or `benchmarks/growth_scale.py`'s (`studies`, one per size and budget); a study whose corpus, config
+    or budget differs gives nothing. Reports older than `train_sha256` are matched on their token count.
     """
+    ours, theirs = corpus.summary(), report.get("corpus", {})
+    if any(theirs.get(key, ours[key]) != ours[key] for key in ("train_tokens", "train_sha256", "vocab_size")):
+        return {}
     wanted = {key: value for key, value in asdict(cfg).items() if key not in PER_RUN_FIELDS}
     found = {}
     for study in report.get("studies", [report]):

@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 import pytest
 from test_growth_speedup import ROOT, write_small_corpus
 
-from mtlm_recipes.compute_matched import build_model
+from mtlm_recipes.compute_matched import Corpus, build_model, load_corpus
 from mtlm_recipes.errors import ConfigError
 from mtlm_recipes.flops import count_non_embedding_parameters
 from mtlm_recipes.growth_scale import (
@@ -58,10 +58,12 @@ def test_h48_at_20_tokens_per_parameter_is_the_growth_speedup_run_and_reuses_its
     report = json.loads((ROOT / "benchmarks" / "growth_speedup.json").read_text())
     setting = ScaleSetting(("h48",), (20.0,), (0, 1), {"h48": ("stack@0.4",)})
     (study,) = plan_studies(setting, GrowthSpeedupConfig(), VOCAB)
-    lines = study.runs_of(report)
+    corpus = load_corpus(GrowthSpeedupConfig())  # the embedded Shakespeare the report trained on
+    lines = study.runs_of(report, corpus)
     assert {line["arm"] for line in lines} == {arm.name for arm in study.arms}
     assert all(line["record"]["points"] and line["budget"] == report["flop_budget"] for line in lines)
-    assert replace(study, budget=study.budget + 1).runs_of(report) == []
+    assert replace(study, budget=study.budget + 1).runs_of(report, corpus) == []
+    assert study.runs_of(report, replace(corpus, train=corpus.train[:-1])) == []  # another corpus: other runs
 
 
 def test_an_unknown_size_is_a_clear_error():
@@ -103,17 +105,42 @@ def test_a_seed_that_never_reaches_scratchs_loss_enters_as_its_upper_bound():
     assert savings[1] == {"seed": 1, "saving": pytest.approx(1 - 10 / 9), "upper_bound": True}
 
 
-def test_a_stopped_study_resumes_from_its_cache_without_training(tmp_path):
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Corpus:
+    return load_corpus(GrowthSpeedupConfig(vocab_size=300), write_small_corpus(tmp_path_factory.mktemp("c") / "c"))
+
+
+def test_a_stopped_study_resumes_from_its_cache_without_training(tmp_path, small_corpus):
     setting = ScaleSetting(("h16",), (1.0,), (0, 3), {"h16": ("stack@0.5",)})
     (study,) = plan_studies(setting, GrowthSpeedupConfig(), VOCAB)
     cache = tmp_path / "runs.jsonl"
     lines = [
-        {"study": study.key, "arm": arm.name, "seed": seed, "budget": study.budget, "record": {"seed": seed, "id": i}}
+        study.cache_line(arm.name, seed, small_corpus, {"seed": seed, "id": i})
         for i, (arm, seed) in enumerate((arm, seed) for arm in study.arms for seed in setting.seeds)
     ]
     cache.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    results = run_studies([study], list(setting.seeds), corpus=None, workers=1, cache=cache)
+    results = run_studies([study], list(setting.seeds), small_corpus, workers=1, cache=cache)
     assert [[r["id"] for r in runs] for runs in results[study.key].values()] == [[0, 1], [2, 3], [4, 5]]
+    # Runs handed over from an earlier report count the same, and are not written to the cache again.
+    cache.unlink()
+    results = run_studies([study], list(setting.seeds), small_corpus, workers=1, cache=cache, reused=lines)
+    assert [[r["id"] for r in runs] for runs in results[study.key].values()] == [[0, 1], [2, 3], [4, 5]]
+    assert not cache.exists()
+
+
+def test_cached_runs_of_another_corpus_are_trained_again_on_this_one(tmp_path, small_corpus):
+    base = GrowthSpeedupConfig(vocab_size=300, batch_size=4, seq_len=32, eval_points=2, eval_blocks=4)
+    setting = ScaleSetting(("h16",), (0.05,), (0,), {"h16": ()})
+    (study,) = plan_studies(setting, base, small_corpus.vocab_size)
+    other = replace(small_corpus, train=small_corpus.train[1:])
+    cache = tmp_path / "runs.jsonl"
+    cache.write_text("".join(json.dumps(study.cache_line(arm.name, 0, other, {"id": 0})) + "\n" for arm in study.arms))
+    results = run_studies([study], [0], small_corpus, workers=1, cache=cache)
+    assert all("id" not in runs[0] and runs[0]["points"] for runs in results[study.key].values())
+    assert {json.loads(line)["corpus"] for line in cache.read_text().splitlines()} == {
+        other.fingerprint,
+        small_corpus.fingerprint,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from mtlm_recipes import compute_matched, growth_speedup
+from mtlm_recipes.packing import pack_texts
 
 pytestmark = pytest.mark.slow  # trains every arm of the study at a few steps: 25-40 s on 2 shared cores
 
@@ -152,6 +154,29 @@ def test_bad_growth_spec_and_missing_corpus_get_clear_errors(tmp_path):
         compute_matched.load_corpus(growth_speedup.GrowthSpeedupConfig(), tmp_path)
 
 
+def test_several_corpus_folders_train_on_all_and_share_the_validation_blocks(tmp_path):
+    cfg = growth_speedup.GrowthSpeedupConfig(vocab_size=300, seq_len=32, eval_blocks=7)
+    first = write_small_corpus(tmp_path / "first")
+    novels = tmp_path / "novels"  # a slice of the embedded novels, written the same way
+    novels.mkdir()
+    for split in ("train", "validation"):
+        with gzip.open(compute_matched.NOVELS_DIR / f"{split}.jsonl.gz", "rt") as source:
+            doc = json.loads(source.readline())
+        with gzip.open(novels / f"{split}.jsonl.gz", "wt") as target:
+            target.write(json.dumps({"title": doc["title"], "text": doc["text"][:40_000]}) + "\n")
+    alone = {folder: compute_matched.load_corpus(cfg, folder) for folder in (first, novels)}
+    both = compute_matched.load_corpus(cfg, [first, novels])
+    assert both.train.numel() > max(corpus.train.numel() for corpus in alone.values())
+    assert both.val.shape == (7, 32) and both.val_titles == ["Persuasion"]
+    # 4 blocks from the first folder's validation text, 3 from the second's, each the start of its own split.
+    for blocks, folder in ((both.val[:4], first), (both.val[4:], novels)):
+        texts = [json.loads(line)["text"] for line in gzip.open(folder / "validation.jsonl.gz", "rt")]
+        own = torch.from_numpy(pack_texts(texts, both.tokenizer, cfg.seq_len))[: len(blocks)]
+        assert torch.equal(blocks, own)
+    with pytest.raises(FileNotFoundError, match="no corpus folder given"):
+        compute_matched.load_corpus(cfg, [])
+
+
 def test_the_plot_is_redrawn_from_the_json_alone(report, tmp_path):
     growth_speedup.plot_report(report, tmp_path / "replot.png")
     assert (tmp_path / "replot.png").stat().st_size > 10_000
@@ -169,12 +194,18 @@ def test_runs_of_a_report_at_the_same_config_are_reused_not_trained_again(report
             assert [s["points"] for s in run["seeds"]] == [s["points"] for s in first[run["name"]]]
     names = {field.name for field in fields(growth_speedup.GrowthSpeedupConfig)}
     config = growth_speedup.GrowthSpeedupConfig(**{k: v for k, v in report["config"].items() if k in names})
-    assert growth_speedup.recorded_runs(report, config, report["flop_budget"] + 1) == {}
-    wider = replace(config, hidden_size=2 * config.hidden_size)
-    assert growth_speedup.recorded_runs(report, wider, report["flop_budget"]) == {}
-    as_scale_study = {
-        "studies": [{"cfg": report["config"], "flop_budget": report["flop_budget"], "runs": report["runs"]}]
+    tokens = compute_matched.load_corpus(config, corpus)
+    assert tokens.summary() == report["corpus"]
+    budget = report["flop_budget"]
+    assert growth_speedup.recorded_runs(report, config, budget, tokens).keys() == {
+        (n, s) for n in first for s in SEEDS
     }
-    assert growth_speedup.recorded_runs(as_scale_study, config, report["flop_budget"]).keys() == {
+    assert growth_speedup.recorded_runs(report, config, budget + 1, tokens) == {}
+    wider = replace(config, hidden_size=2 * config.hidden_size)
+    assert growth_speedup.recorded_runs(report, wider, budget, tokens) == {}
+    other_text = replace(tokens, train=tokens.train.flip(0))  # the same tokens in another order: other runs
+    assert growth_speedup.recorded_runs(report, config, budget, other_text) == {}
+    as_scale_study = {"studies": [{"cfg": report["config"], "flop_budget": budget, "runs": report["runs"]}]}
+    assert growth_speedup.recorded_runs(as_scale_study, config, budget, tokens).keys() == {
         (name, seed) for name in first for seed in SEEDS
     }
