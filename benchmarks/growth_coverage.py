@@ -2,13 +2,14 @@
 
 Every `model_type` of transformers' causal-LM mapping is built small (`tests/zoo.py: small_config`: the one
 generic config `SMALL`, or the family's own small values in `FAMILY_SMALL`, each with its source) and grown
-by each depth method and in width (`GrowthSpec(width=2)`: exact to 1e-5, or refused); a method "grows
+by each depth method (`identity-end`: identity with every copy after the last layer, `zoo.spec_for`) and in
+width (`GrowthSpec(width=2)`: exact to 1e-5, or refused); a method "grows
 whole" when the checks of `zoo.growth_failure` pass, else the table gives
 the refusal or the failed check. A family that does not build small, whose small config would still hold
 more than `zoo.MAX_PARAMETERS` (counted on the meta device), or whose model does not run one forward pass,
 is listed with the reason. Took 3 min 56 s on one core (2026-12-07):
 
-    OMP_NUM_THREADS=1 python benchmarks/growth_coverage.py [--methods stack interleave identity dus width]
+    OMP_NUM_THREADS=1 python benchmarks/growth_coverage.py [--methods stack interleave identity identity-end dus width]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from zoo import (  # noqa: E402
 
 WHOLE = "grows whole"
 BUILT = "builds small"
-METHODS = ["stack", "interleave", "identity", "dus", "width"]
+METHODS = ["stack", "interleave", "identity", "identity-end", "dus", "width"]
 
 
 def coverage(methods: list[str]) -> dict[str, dict[str, str]]:

@@ -272,11 +272,33 @@ def _find_layer_list(model: nn.Module, config: PreTrainedConfig | None, count_ke
         )
         others = {n: c for n, c in candidates.items() if n not in block_lists}
         present += f" Other ModuleLists: {others}." if others else ""
+    why = ""
+    parallel = _parallel_part_lists(lists, counts) if len(block_lists) <= 1 else []
+    if parallel:
+        why = (
+            f": it keeps the parts of each layer in {len(parallel)} parallel ModuleLists of one entry per layer "
+            f"({ {n: candidates[n] for n in parallel} }), not in one list of blocks, and growth_ops copies whole "
+            "blocks, so it grows this model only once those parts are gathered into one block module per layer"
+        )
+        present = ""
     raise ValueError(
-        f"No decoder layer list found in {type(model).__name__} (model_type={model_type!r}). Looked for "
+        f"No decoder layer list found in {type(model).__name__} (model_type={model_type!r}){why}. Looked for "
         + "; then ".join(tried)
         + f".{present} Pass `layers_attr=` with the dotted path of the blocks."
     )
+
+
+def _parallel_part_lists(lists: dict[str, nn.ModuleList], counts: set[int]) -> list[str]:
+    """Sibling ModuleLists, each as long as the layer count, of different classes: XLM's `attentions`, `ffns`
+    and their norms, whose entries at index i together make layer i."""
+    sized = [n for n, m in lists.items() if len(m) in counts]
+    by_parent: dict[str, list[str]] = {}
+    for name in sized:
+        by_parent.setdefault(name.rpartition(".")[0], []).append(name)
+    for siblings in by_parent.values():
+        if len(siblings) > 1 and len({type(lists[n][0]) for n in siblings}) > 1:
+            return siblings
+    return []
 
 
 def _find_layer_config(

@@ -144,8 +144,17 @@ WIDTH_SPECS = {
     "width-stack": GrowthSpec(width=2, depth=2),
 }
 """Width growth alone and with depth, for the zoo-wide width test."""
-FUNCTION_PRESERVING = ("identity", "width")
+FUNCTION_PRESERVING = ("identity", "identity-end", "width")
 """The specs that promise the same function (logits to 1e-5 in fp32) after growth."""
+
+
+def spec_for(method: str, num_layers: int) -> GrowthSpec:
+    """`SPECS[method]` or `WIDTH_SPECS[method]`; `"identity-end"` is identity growth with every copy after the last
+    layer (`positions=[L-1] * L`): the originals keep their positions, for models whose layers compute by position
+    (diffllama's `lambda_init`), which the default placement (a copy after each layer) is refused for."""
+    if method == "identity-end":
+        return GrowthSpec(depth_method="identity", positions=(num_layers - 1,) * num_layers)
+    return {**SPECS, **WIDTH_SPECS}[method]
 
 
 def build(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides: Any) -> PreTrainedModel:
@@ -771,7 +780,7 @@ def xfail_refusal(model_type: str, method: str, error: ValueError) -> None:
 
 
 def growth_failure(model_type: str, method: str, tmp_path: Path | None = None) -> str | None:
-    """Grow a small `model_type` by `SPECS[method]` (or `WIDTH_SPECS`) and check it whole; `None`, or why not.
+    """Grow a small `model_type` by `spec_for(method, ...)` and check it whole; `None`, or why not.
 
     Checked: layer count, `layer_idx` on every module (as a model built from the grown config has them), no
     storage shared between layers, tied embeddings kept, cached generation equal to uncached (unless the
@@ -780,13 +789,14 @@ def growth_failure(model_type: str, method: str, tmp_path: Path | None = None) -
     generated tokens equal to the model's before growth. With `tmp_path`, also that the grown model saves and
     loads back to the same logits.
     """
-    spec = {**SPECS, **WIDTH_SPECS}[method]
     model = build_small(model_type)
+    num_layers = discover_anatomy(model).num_layers
+    spec = spec_for(method, num_layers)
     ids = input_ids()
     before = logits(model, ids)
     generated = _generations(model, ids)
     tied = _is_tied(model)
-    plan = spec.plan_depth(discover_anatomy(model).num_layers)
+    plan = spec.plan_depth(num_layers)
     grow(model, spec)
     layers = model.get_submodule(discover_anatomy(model).layers_path)
     if len(layers) != plan.num_layers:

@@ -11,7 +11,7 @@ and with optimizer state: `test_every_decoder_on_disk.py`.
 import pytest
 from zoo import FAST_MAPPED, causal_lm_types, growth_failure, skip_unless_built, xfail_refusal
 
-METHODS = ["stack", "interleave", "identity", "dus"]
+METHODS = ["stack", "interleave", "identity", "identity-end", "dus"]
 FAST_METHODS = ["stack", "identity"]
 
 

@@ -3,7 +3,8 @@
 Per-layer config overrides (gemma4's `head_dim`), parameters with one slice per layer outside the layer
 list (gemma4's per-layer input embeddings), "the first k layers are dense" (deepseek_v3), a layer kind by
 period and offset (jamba), index lists found by their name (bamba's `attn_layer_indices`), a layer count
-under another key (longcat_flash), and the size guard of the zoo itself.
+under another key (longcat_flash), identity growth after the last layer for layers that compute by position
+(diffllama), and the size guard of the zoo itself.
 """
 
 import pytest
@@ -167,6 +168,12 @@ def test_a_model_of_several_block_stacks_is_refused_naming_every_stack(model_typ
         discover_anatomy(build_small(model_type))
 
 
+def test_a_model_whose_layers_are_parallel_lists_of_parts_is_refused_saying_so():
+    """XLM holds layer i as attentions[i], layer_norm1[i], ffns[i] and layer_norm2[i]: no list of blocks."""
+    with pytest.raises(ValueError, match=r"\(model_type='xlm'\): it keeps the parts of each layer in 4 parallel "):
+        discover_anatomy(build_small("xlm"))
+
+
 @pytest.mark.parametrize("method", ["stack", "identity"])
 def test_a_copy_leaves_out_what_the_layer_built_at_its_position_has_not(tmp_path, method):
     """rwkv builds `pre_ln` (the embeddings' norm, run by layer 0) in layer 0 alone: a copy of layer 0 placed
@@ -208,3 +215,13 @@ def test_layers_held_rescaled_by_their_index_are_not_moved_to_another_factor():
     expected = [block.attention.output.weight.clone() for block in model.rwkv.blocks]
     grow(model, SPECS["stack"])
     assert all(torch.equal(b.attention.output.weight, expected[i % 3]) for i, b in enumerate(model.rwkv.blocks))
+
+
+def test_layers_that_compute_by_position_grow_by_identity_with_every_copy_after_the_last_layer():
+    # diffllama's lambda_init follows layer_idx: a copy after each layer would move the originals to new positions.
+    model = build_small("diffllama")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'lambda_init'.* depends on its position.* after the last layer"):
+        grow(model, SPECS["identity"])
+    assert_unchanged(model, before)
+    assert growth_failure("diffllama", "identity-end") is None
