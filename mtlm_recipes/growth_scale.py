@@ -8,7 +8,9 @@ the sizes, the scheduling and the view across them.
 
 import json
 import math
+import os
 import statistics
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -216,10 +218,21 @@ def estimate_seconds(studies: list[Study], vocab_size: int, seeds: int, workers:
 _WORKER_CORPUS: Corpus | None = None
 
 
-def _start_worker(corpus: Corpus, threads: int) -> None:
+def _start_worker(corpus: Corpus, threads: int, study: int) -> None:
     global _WORKER_CORPUS
     torch.set_num_threads(threads)
     _WORKER_CORPUS = corpus
+    # The study's pid comes from the study itself: a worker reaches this after its imports, when the study may
+    # already be gone and its own parent already another process.
+    threading.Thread(target=_exit_when_orphaned, args=(study,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Stop this worker once the study that started it is gone (killed, or its terminal closed): the pool's
+    own shutdown never runs then, and the worker would train on for nobody, holding its core."""
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
 
 
 def _run_job(arm: Arm, seed: int, budget: float, device: str, bf16: bool) -> dict:
@@ -273,7 +286,9 @@ def _run_pool(jobs: list[tuple], results: dict, corpus: Corpus, workers: int, de
     jobs = sorted(jobs, key=lambda job: -arm_steps(job[1], job[0].budget, corpus.vocab_size) * job[0].cfg.hidden_size)
     # Spawned, not forked: a forked child would inherit the parent's torch and tokenizers thread pools.
     context = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(corpus, 1)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(corpus, 1, os.getpid())
+    ) as pool:
         futures = {
             pool.submit(_run_job, arm, seed, study.budget, device, bf16): (study, arm, seed)
             for study, arm, seed in jobs

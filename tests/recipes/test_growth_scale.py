@@ -6,9 +6,12 @@ the planner's points are exported. Its conclusions are not tested (a tiny run pr
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 from test_growth_speedup import ROOT, write_small_corpus
@@ -219,3 +222,56 @@ def test_width_arm_is_half_the_big_model_beside_its_own_control():
 def test_width_arm_of_an_odd_shape_is_a_clear_error():
     with pytest.raises(ConfigError, match="--num-attention-heads 3 must be even"):
         half_width(replace(GrowthSpeedupConfig(), hidden_size=48, num_attention_heads=3))
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap an orphan that exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def test_workers_stop_when_the_study_that_started_them_is_killed(tmp_path):
+    """A study killed with SIGKILL never shuts its pool down: its workers must not train on for nobody."""
+    script = tmp_path / "study.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests' / 'recipes')!r})\n"
+        "from pathlib import Path\n"
+        "from test_growth_speedup import write_small_corpus\n"
+        "from mtlm_recipes.compute_matched import load_corpus\n"
+        "from mtlm_recipes.growth_scale import ScaleSetting, plan_studies, run_studies\n"
+        "from mtlm_recipes.growth_speedup import GrowthSpeedupConfig\n"
+        "if __name__ == '__main__':\n"  # the spawned workers import this file too
+        "    base = GrowthSpeedupConfig(vocab_size=300)\n"
+        f"    corpus = load_corpus(base, write_small_corpus(Path({str(tmp_path / 'corpus')!r})))\n"
+        "    studies = plan_studies(ScaleSetting(('h48',), (20.0,), (0,), {'h48': ()}), base, corpus.vocab_size)\n"
+        "    run_studies(studies, [0], corpus, workers=2)\n"  # minutes of training
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    study = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env)
+    workers: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while len(workers := _children(study.pid)) < 3 and time.time() < deadline:  # 2 workers, 1 resource tracker
+            time.sleep(0.5)
+        time.sleep(5)  # into their training
+        assert len(workers) == 3 and all(map(_running, workers)), "the pool's workers did not start"
+        study.kill()
+        study.wait()
+        deadline = time.time() + 30
+        while (alive := [pid for pid in workers if _running(pid)]) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not alive, f"workers {alive} outlived the killed study"
+    finally:
+        study.kill()
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
