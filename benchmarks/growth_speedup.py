@@ -106,8 +106,8 @@ def main() -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="growth_speedup.py or growth_scale.py reports whose runs at this config and budget are taken, not "
-        "trained again (training is deterministic given config, budget, arm and seed)",
+        help="growth_speedup.py or growth_scale.py reports whose runs at this corpus, config and budget are taken, "
+        "not trained again (training is deterministic given corpus, config, budget, arm and seed)",
     )
     args = parser.parse_args()
     if args.replot:

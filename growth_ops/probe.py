@@ -93,7 +93,13 @@ def zero_residual_failure(
     for round_ in range(_MAX_ROUNDS + 1):
         nonzero, change = _run_zeroed(layer, inputs, zeroed)
         if change <= ATOL:
-            return None, _needed(layer, inputs, is_writer, extra)
+            needed = _needed(layer, inputs, is_writer, extra)
+            nonzero, change = _run_zeroed(
+                layer, _rescaled(inputs), lambda name, n=needed: is_writer(name) or name in n
+            )
+            if change <= ATOL:
+                return None, needed
+            break
         if round_ == _MAX_ROUNDS:
             break
         order = order or _finishing_order(layer, inputs)
@@ -106,7 +112,8 @@ def zero_residual_failure(
         norms = [n for n, c in layer.named_children() if _is_norm(c)]
         own = [n for n, _ in layer.named_parameters(recurse=False)]
         return (
-            f"with the output of every branch module zero it still changes its input (by up to {change:.3g}): its "
+            f"with the output of every branch module zero it still changes its input (by up to {change:.3g}, on "
+            "the input the model gives it or on that input scaled and shifted per channel): its "
             f"own forward transforms the residual, by a norm after the residual add (post-norm; its norms: {norms}), "
             f"a scaled residual (parameters it holds itself: {own}) or a function of a zero branch, so no zeroed "
             "copy of it is an identity",
@@ -233,6 +240,22 @@ def _walk_back(layer: nn.Module, ran: list[str], zeroed: Callable[[str], bool]) 
         if any(sum(size > 1 for size in t.shape) >= 2 for t in own.values()):
             break
     return [w for w in writers if not zeroed(w)]
+
+
+def _rescaled(inputs: BlockInputs) -> BlockInputs:
+    """The inputs with the hidden state scaled and shifted per channel (fixed seed). An identity maps every input
+    to itself; a block that normalises its residual (post-norm) maps an input already normalised to itself too,
+    and that is what a random model gives a layer after its first (norm weights 1, biases 0)."""
+    args, kwargs = inputs
+    x = _hidden_states(args, kwargs)
+    generator = torch.Generator().manual_seed(0)
+    scale = 0.5 + 1.5 * torch.rand(x.shape[-1], generator=generator)
+    shift = torch.randn(x.shape[-1], generator=generator) * float(x.float().std())
+    changed = (x.float() * scale + shift).to(x.dtype)
+    if args and args[0] is x:
+        return (changed, *args[1:]), kwargs
+    key = next(k for k, v in kwargs.items() if v is x)
+    return args, {**kwargs, key: changed}
 
 
 def _float_inputs(inputs: BlockInputs) -> BlockInputs:

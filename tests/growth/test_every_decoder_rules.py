@@ -225,3 +225,14 @@ def test_layers_that_compute_by_position_grow_by_identity_with_every_copy_after_
         grow(model, SPECS["identity"])
     assert_unchanged(model, before)
     assert growth_failure("diffllama", "identity-end") is None
+
+
+def test_a_post_norm_block_is_no_identity_even_on_an_input_its_norm_leaves_as_it_is():
+    # openai-gpt's blocks end in a LayerNorm. In a random model (norm weights 1, biases 0) the last layer's input
+    # is already normalised, so its zeroed copy after it returns that input unchanged: only the input scaled and
+    # shifted per channel shows that the copy is no identity (a trained model's norms would show it too).
+    model = build_small("openai-gpt")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"layer 2 \(Block.*copied to position 3\) an exact identity: .*post-norm"):
+        grow(model, zoo.spec_for("identity-end", 3))
+    assert_unchanged(model, before)
