@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from dataclasses import field as dataclass_field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -117,9 +118,10 @@ class Corpus:
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """The sha256 of the training tokens: whether two runs trained on the same text, tokenized the same way."""
+        """The sha256 of the training tokens: whether two runs trained on the same text, tokenized the same way.
+        Computed once: every run a study looks up or caches is keyed by it."""
         return hashlib.sha256(self.train.numpy().tobytes()).hexdigest()
 
     def summary(self) -> dict:
