@@ -132,7 +132,12 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
         old = getattr(config, key)
         changes[key] = type(old)(j for j, s in enumerate(sources) if s in set(old))
     for key in anatomy.dense_prefix_keys:
-        changes[key] = _grown_dense_prefix(key, getattr(config, key), anatomy, sources)
+        dense = getattr(config, key)
+        if _written_out_per_layer(dense, config, anatomy):
+            # The list decides (exaone_moe's `mlp_layer_types`); the integer keeps counting the leading dense layers.
+            changes[key] = next((j for j, s in enumerate(sources) if s >= dense), len(sources))
+        else:
+            changes[key] = _grown_dense_prefix(key, dense, anatomy, sources)
     for period_key, offset_key in anatomy.period_keys:
         rule = (getattr(config, period_key), getattr(config, offset_key))
         changes[period_key], changes[offset_key] = _grown_period(period_key, offset_key, rule, anatomy, sources)
@@ -155,14 +160,29 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
     return changes
 
 
+def _written_out_per_layer(dense: int, config: Any, anatomy: DecoderAnatomy) -> bool:
+    """Whether a per-layer list of the config marks the first `dense` layers apart from the others, so that it,
+    not the "first k are dense" integer, can say where the dense layers are (it is remapped like any per-layer
+    list; should the model read the integer all the same, the structure check refuses the growth)."""
+    if dense <= 0:
+        return False
+    for key in anatomy.per_layer_keys:
+        values = [repr(v) for v in getattr(config, key)]
+        if dense < len(values) and set(values[:dense]).isdisjoint(values[dense:]):
+            return True
+    return False
+
+
 def _grown_dense_prefix(key: str, dense: int, anatomy: DecoderAnatomy, sources: tuple[int, ...]) -> int:
     """The new `k` of a "first k layers are dense" rule: the copies of dense layers must again come first."""
     positions = [j for j, s in enumerate(sources) if s < dense]
     if positions != list(range(len(positions))):
+        dense_first = sorted(sources, key=lambda s: s >= dense)
         raise ValueError(
             f"{anatomy.model_type}'s config makes its first layers dense ({key}={dense}) and can say nothing "
             f"else, but this growth puts copies of them at positions {positions}, after sparse layers. Use a growth "
-            "that keeps them first (interleave, identity, dus, or an explicit layer_map)."
+            "that keeps them first (interleave, identity, dus), or the same layers with the dense copies first: "
+            f"GrowthSpec(layer_map={dense_first})."
         )
     return len(positions)
 

@@ -10,7 +10,7 @@ under another key (longcat_flash), identity growth after the last layer for laye
 import pytest
 import torch
 import zoo
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 from zoo import (
     MAX_PARAMETERS,
     SMALL,
@@ -82,13 +82,37 @@ def test_first_k_dense_layers_stay_first_or_growth_is_refused():
     model = build_small("deepseek_v3")
     dense = [type(layer.mlp).__name__ for layer in model.model.layers]
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"first_k_dense_replace=1\) and can say nothing else.*positions \[0, 3\]"):
+    refusal = r"first_k_dense_replace=1\) and can say nothing else.*positions \[0, 3\].*layer_map=\[0, 0, 1, 2, 1, 2\]"
+    with pytest.raises(ValueError, match=refusal):
         grow(model, SPECS["stack"])
     assert_unchanged(model, before)
     plan = SPECS["identity"].plan_depth(3)
     grow(model, SPECS["identity"])
     assert model.config.first_k_dense_replace == plan.sources.count(0) == 2
     assert [type(layer.mlp).__name__ for layer in model.model.layers] == [dense[s] for s in plan.sources]
+
+
+def test_the_layer_map_the_dense_prefix_refusal_offers_grows():
+    model = build_small("deepseek_v3")
+    dense = [type(layer.mlp).__name__ for layer in model.model.layers]
+    grow(model, GrowthSpec(layer_map=[0, 0, 1, 2, 1, 2]))
+    assert model.config.first_k_dense_replace == 2
+    assert [type(layer.mlp).__name__ for layer in model.model.layers] == [dense[s] for s in (0, 0, 1, 2, 1, 2)]
+
+
+def test_a_per_layer_list_that_marks_the_dense_layers_lets_a_stack_put_them_anywhere(tmp_path):
+    # exaone_moe builds each layer's MLP from `mlp_layer_types`, which is remapped; its `first_k_dense_replace`
+    # only filled that list in, so a stack that puts a dense copy after sparse layers is expressible.
+    model = build_small("exaone_moe")
+    model.save_pretrained(tmp_path / "src")
+    kinds = [type(layer.mlp).__name__ for layer in model.model.layers]
+    grow(model, SPECS["stack"])
+    assert model.config.mlp_layer_types == ["dense", "sparse", "sparse"] * 2
+    assert model.config.first_k_dense_replace == 1
+    assert [type(layer.mlp).__name__ for layer in model.model.layers] == kinds * 2
+    grow_checkpoint(tmp_path / "src", tmp_path / "dst", SPECS["stack"])
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "dst")
+    assert [type(layer.mlp).__name__ for layer in reloaded.model.layers] == kinds * 2
 
 
 def test_periodic_layer_kinds_get_a_new_period_or_growth_is_refused():
