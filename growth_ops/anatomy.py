@@ -63,6 +63,9 @@ class DecoderAnatomy:
         identity_probed (`bool`): Whether the layers to be copied as identities were already probed, on a
             random model of the same config (`growth_ops.disk_probe`, for a skeleton on the meta device), so
             that `residual_parameters` holds what the probe found and identity growth needs no check by names.
+        unread_at_forward (`tuple[str, ...]`): Config floats that such a random model reads nowhere at forward time
+            (its logits do not change with them), so that identity growth on the meta device may rescale them to keep
+            what the layers derive from the layer count (`growth_ops.apply`, MiniCPM3's `residual_scale`).
     """
 
     layers_path: str
@@ -84,6 +87,7 @@ class DecoderAnatomy:
     rescaled_by_index: tuple[str, str] | None = None
     has_per_layer_overrides: bool = False
     identity_probed: bool = False
+    unread_at_forward: tuple[str, ...] = ()
 
     def layer_config(self, model: nn.Module) -> PreTrainedConfig | None:
         """Return the config object that holds the layer count, or `None` for a plain module.

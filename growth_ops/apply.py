@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,7 +21,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 
 from .anatomy import DecoderAnatomy, discover_anatomy
 from .plan import GrowthPlan
-from .probe import BlockInputs, capture_block_inputs, zero_residual_failure
+from .probe import BlockInputs, capture_block_inputs, probe_logits, zero_residual_failure
 from .rules import grown_config_changes, grown_tensor_sources, is_residual_writer, is_zeroed, split_layer_name
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,19 @@ def apply_plan(
     attribute_changes, layer_sized, unused = _position_changes(model, layers, anatomy, plan, config_changes)
     shared = _shared_objects(model, layers)
     if "zero_residual" in plan.inits:
+        restored = _depth_scaled_change(
+            model,
+            layers,
+            anatomy,
+            plan,
+            config_changes,
+            attribute_changes,
+            lambda key, value: key in anatomy.unread_at_forward or unread_at_forward(model, layer_config, key, value),
+        )
+        if restored is not None:
+            logger.info("growth_ops: %s, so that the kept layers keep what they derive from the layer count", restored)
+            config_changes = {**config_changes, **restored}
+            attribute_changes, layer_sized, unused = _position_changes(model, layers, anatomy, plan, config_changes)
         placed = _PlacedCopies(layers, plan, attribute_changes, unused, shared)
         anatomy = _check_identity(
             model, layers, placed, layer_config, anatomy, plan, attribute_changes, config_changes
@@ -451,12 +466,34 @@ def _check_identity(
                 f"Identity growth is impossible for {anatomy.model_type} with {key}={getattr(config, key, None)!r}: "
                 f"{why}. Use another method (stack, interleave, dus, explicit)."
             )
-    counts = (plan.num_layers, plan.source_num_layers)
     if not anatomy.identity_probed:
         sources = {s for s, rule in zip(plan.sources, plan.inits, strict=True) if rule == "zero_residual"}
         anatomy = probe_placed_identity(placed, capture_block_inputs(model, layers, sources), plan, anatomy)
-    kept = set(plan.kept_positions)
+    for position, name, moved in _kept_changes(model, layers, plan, changes, config_changes):
+        if position is None:
+            where, cause = "the model", "the layer count"
+        elif plan.sources[position] == position:
+            where, cause = f"layer {position}, which keeps its position", "the layer count"
+        else:
+            where, cause = f"layer {plan.sources[position]} moved to {position}", "its position or the layer count"
+        raise ValueError(
+            f"Identity growth cannot keep the function of this model: in {where}, module {name!r} would change "
+            f"{moved} because it depends on {cause} (e.g. GPT-2's scale_attn_by_inverse_layer_idx), and no config "
+            "value that the model reads nowhere else restores it. Insert copies only after the last layer "
+            "(`positions=[L-1, ...]`) or use another method."
+        )
+    return anatomy
+
+
+def _kept_changes(
+    model: nn.Module, layers: nn.Module, plan: GrowthPlan, changes: _AttributeChanges, config_changes: dict[str, Any]
+) -> list[tuple[int | None, str, dict[str, Any]]]:
+    """`(position, module name, {attribute: new value})` of what growth changes in the kept layers and outside the
+    layer list beyond their cache slot and the config: what would change the function of an identity growth."""
+    kept, counts, found = set(plan.kept_positions), (plan.num_layers, plan.source_num_layers), []
     for (position, name), changed in changes.items():
+        if position is not None and position not in kept:
+            continue
         # A module's copy of a per-layer config entry (gpt_neo's `attention_layers`, mllama's
         # `cross_attention_layers`) follows the plan's sources like the config: every layer keeps its kind.
         moved = {
@@ -467,14 +504,96 @@ def _check_identity(
         if position is None:
             # The layer count held outside the layer list (CTRL's `transformer.num_layers`) only sizes the loop.
             moved = {a: v for a, v in moved.items() if (v, getattr(model.get_submodule(name), a, None)) != counts}
-        if moved and (position is None or position in kept):
-            where = f"layer {plan.sources[position]} moved to {position}" if position is not None else "the model"
-            raise ValueError(
-                f"Identity growth cannot keep the function of this model: in {where}, module {name!r} would change "
-                f"{moved} because it depends on its position (e.g. GPT-2's scale_attn_by_inverse_layer_idx). "
-                "Insert copies only after the last layer (`positions=[L-1, ...]`) or use another method."
-            )
-    return anatomy
+        else:
+            # A float that `_depth_scaled_change` restores may differ from the old one in its last bits.
+            module = layers[plan.sources[position]].get_submodule(name)
+            moved = {a: v for a, v in moved.items() if not _nearly_equal_floats(getattr(module, a, None), v)}
+        if moved:
+            found.append((position, name, moved))
+    return found
+
+
+def _nearly_equal_floats(old: Any, new: Any) -> bool:
+    return type(old) is float and type(new) is float and math.isclose(old, new, rel_tol=1e-12)
+
+
+def _depth_scaled_change(
+    model: nn.Module,
+    layers: nn.Module,
+    anatomy: DecoderAnatomy,
+    plan: GrowthPlan,
+    config_changes: dict[str, Any],
+    changes: _AttributeChanges,
+    unread: Callable[[str, float], bool],
+) -> dict[str, Any] | None:
+    """The config value that keeps, through identity growth, what the kept layers derive from the layer count.
+
+    MiniCPM3 scales each residual branch by `scale_depth / sqrt(num_hidden_layers)`: with more layers the kept
+    ones would add less, and the grown model would not be its source. Where one float of the config, scaled by
+    the ratio of the old to the new value of that attribute, gives every kept layer its old attributes back
+    (checked on the meta-device builds), and the model reads it nowhere at forward time (its logits do not
+    change with it: `unread(key, value)`), `{key: value}` is returned; otherwise `None`, and the identity check
+    refuses.
+    """
+    config = anatomy.layer_config(model)
+    moved = _kept_changes(model, layers, plan, changes, config_changes)
+    if config is None or not isinstance(model, PreTrainedModel) or not moved:
+        return None
+    ratio = _first_float_ratio(model, layers, plan, moved)
+    if ratio is None:
+        return None
+    for key, value in config.to_dict().items():
+        if key in config_changes or type(value) is not float or value == 0.0:
+            continue
+        trial = {**config_changes, key: value * ratio}
+        if _kept_changes(model, layers, plan, _position_changes(model, layers, anatomy, plan, trial)[0], trial):
+            continue
+        if unread(key, value * ratio):
+            return {key: value * ratio}
+    return None
+
+
+def _first_float_ratio(
+    model: nn.Module, layers: nn.Module, plan: GrowthPlan, moved: list[tuple[int | None, str, dict[str, Any]]]
+) -> float | None:
+    """Old over new value of the first float attribute that growth would change in a kept layer."""
+    for position, name, attributes in moved:
+        root = model if position is None else layers[plan.sources[position]]
+        for attribute, new in attributes.items():
+            old = getattr(root.get_submodule(name), attribute, None)
+            if type(old) is float and type(new) is float and new != 0.0:
+                return old / new
+    return None
+
+
+def unread_at_forward(model: PreTrainedModel, config: Any, key: str, value: float) -> bool:
+    """Whether the model's logits stay the same with `config.key` set to `value` (the config restored after);
+    `False` on the meta device, where `grow_checkpoint` asks it of a random model (`growth_ops.disk_probe`)."""
+    before = probe_logits(model)
+    if before is None:
+        return False
+    old = getattr(config, key)
+    try:
+        setattr(config, key, value)
+        after = probe_logits(model)
+    finally:
+        setattr(config, key, old)
+    return torch.equal(before, after)
+
+
+def depth_scaled_change(
+    skeleton: PreTrainedModel,
+    anatomy: DecoderAnatomy,
+    plan: GrowthPlan,
+    placed: _PlacedCopies,
+    unread: Callable[[str, float], bool],
+) -> dict[str, Any] | None:
+    """`apply_plan`'s config value that keeps the kept layers of identity growth, for growth on disk: `skeleton`
+    is the model on the meta device, `placed` its `placed_identity_copies` (which hold what growth changes), and
+    `unread` asks a random model whether its forward reads the value."""
+    config_changes = grown_config_changes(anatomy.layer_config(skeleton), anatomy, plan)
+    layers = skeleton.get_submodule(anatomy.layers_path)
+    return _depth_scaled_change(skeleton, layers, anatomy, plan, config_changes, placed.changes, unread)
 
 
 def left_out_submodules(model: nn.Module, anatomy: DecoderAnatomy, plan: GrowthPlan) -> dict[int, tuple[str, ...]]:

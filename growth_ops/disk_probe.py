@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .anatomy import DecoderAnatomy
-from .apply import placed_identity_copies, probe_placed_identity
+from .apply import depth_scaled_change, placed_identity_copies, probe_placed_identity, unread_at_forward
 from .plan import GrowthPlan
 from .probe import capture_block_inputs
 from .rules import grown_config_changes
@@ -44,7 +44,11 @@ def probed_anatomy(skeleton: PreTrainedModel, anatomy: DecoderAnatomy, plan: Gro
         return anatomy
     placed = placed_identity_copies(cut_layers, skeleton, plan, anatomy)
     found = probe_placed_identity(placed, inputs, plan, anatomy)
-    return dataclasses.replace(found, identity_probed=True)
+    cut_config = anatomy.layer_config(model)
+    restored = depth_scaled_change(
+        skeleton, anatomy, plan, placed, lambda key, value: unread_at_forward(model, cut_config, key, value)
+    )
+    return dataclasses.replace(found, identity_probed=True, unread_at_forward=tuple(restored or ()))
 
 
 def _first_layers_model(skeleton: PreTrainedModel, anatomy: DecoderAnatomy, depth: int) -> PreTrainedModel:

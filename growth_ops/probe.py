@@ -59,20 +59,36 @@ def capture_block_inputs(model: nn.Module, layers: nn.Module, indices: Iterable[
 
         return hook
 
-    vocab = getattr(model.config.get_text_config(decoder=True), "vocab_size", None) or 8
-    ids = torch.randint(min(3, vocab - 1), vocab, (2, _PROBE_LENGTH), generator=torch.Generator().manual_seed(0))
     handles = [layers[i].register_forward_pre_hook(hook_for(i), with_kwargs=True) for i in wanted]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad(), contextlib.suppress(_Captured):
-            model(input_ids=ids.to(parameter.device), use_cache=False)
+        with contextlib.suppress(_Captured):
+            _probe_forward(model)
     finally:
         for handle in handles:
             handle.remove()
+    return captured
+
+
+def probe_logits(model: PreTrainedModel) -> torch.Tensor | None:
+    """The logits of the probing forward pass (the same random tokens every call), or `None` on the meta device."""
+    parameter = next(model.parameters(), None)
+    if parameter is None or parameter.device.type == "meta":
+        return None
+    return _first_tensor(_probe_forward(model))
+
+
+def _probe_forward(model: PreTrainedModel) -> Any:
+    """One forward pass on a few random tokens, in eval mode, without cache or gradients; modes restored."""
+    vocab = getattr(model.config.get_text_config(decoder=True), "vocab_size", None) or 8
+    ids = torch.randint(min(3, vocab - 1), vocab, (2, _PROBE_LENGTH), generator=torch.Generator().manual_seed(0))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            return model(input_ids=ids.to(next(model.parameters()).device), use_cache=False)
+    finally:
         for module, training in modes.items():
             module.training = training
-    return captured
 
 
 def zero_residual_failure(

@@ -9,6 +9,7 @@ under another key (longcat_flash), identity growth after the last layer for laye
 
 import pytest
 import torch
+import transformers
 import zoo
 from transformers import AutoConfig, AutoModelForCausalLM
 from zoo import (
@@ -260,3 +261,38 @@ def test_a_post_norm_block_is_no_identity_even_on_an_input_its_norm_leaves_as_it
     with pytest.raises(ValueError, match=r"layer 2 \(Block.*copied to position 3\) an exact identity: .*post-norm"):
         grow(model, zoo.spec_for("identity-end", 3))
     assert_unchanged(model, before)
+
+
+def test_a_branch_scale_that_follows_the_layer_count_is_kept_by_its_config_value(tmp_path):
+    # MiniCPM3 scales every residual branch by scale_depth / sqrt(num_hidden_layers): the kept layers of an identity
+    # growth keep their scale only if scale_depth grows by sqrt(new / old layer count).
+    model = build_small("minicpm3")
+    model.save_pretrained(tmp_path / "src")
+    expected = logits(model, input_ids())
+    scales = [layer.residual_scale for layer in model.model.layers]
+    grow(model, SPECS["identity"])
+    assert model.config.scale_depth == pytest.approx(1.4 * 2**0.5)
+    assert [model.model.layers[j].residual_scale for j in (0, 2, 4)] == pytest.approx(scales, rel=1e-12)
+    torch.testing.assert_close(logits(model, input_ids()), expected, rtol=0, atol=1e-5)
+    growth = grow_checkpoint(tmp_path / "src", tmp_path / "dst", SPECS["identity"])
+    assert growth.config.scale_depth == model.config.scale_depth
+    model.save_pretrained(tmp_path / "memory")
+    assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "dst"))
+
+
+class _ReadsScaleDepthAtForward(transformers.MiniCPM3ForCausalLM):
+    """A MiniCPM3 whose forward also reads scale_depth: rescaling it would change the logits."""
+
+    def forward(self, *args, **kwargs):
+        output = super().forward(*args, **kwargs)
+        output.logits = output.logits * self.config.scale_depth
+        return output
+
+
+def test_a_config_value_the_model_also_reads_at_forward_time_is_not_rescaled():
+    model = _ReadsScaleDepthAtForward(build_small("minicpm3").config).eval()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'residual_scale'.* depends on the layer count.* no config value"):
+        grow(model, SPECS["identity"])
+    assert_unchanged(model, before)
+    assert model.config.scale_depth == 1.4
