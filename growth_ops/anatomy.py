@@ -44,6 +44,8 @@ class DecoderAnatomy:
             another kind when `i % period == offset` (Jamba's attention and expert layers).
         sparse_step (`tuple[str, str, str]`, *optional*): `(step_key, dense_list_key, experts_key)` where
             sparse layers follow from `(layer_idx + 1) % step == 0` (Qwen MoE).
+        sparse_range (`tuple[str, str, str]`, *optional*): `(start_key, end_key, interval_key)` where layer `i` is
+            sparse when `(i + 1) % interval == 0` and `start <= i <= end` (ERNIE 4.5 MoE).
         residual_writers (`tuple[str, ...]`): Module or parameter names whose output is added to the
             residual stream; zeroing them makes a layer an identity.
         residual_parameters (`tuple[str, ...]`): Exact parameter names inside a layer that write into the
@@ -80,6 +82,7 @@ class DecoderAnatomy:
     dense_prefix_keys: tuple[str, ...] = ()
     period_keys: tuple[tuple[str, str], ...] = ()
     sparse_step: tuple[str, str, str] | None = None
+    sparse_range: tuple[str, str, str] | None = None
     residual_writers: tuple[str, ...] = ()
     residual_parameters: tuple[str, ...] = ()
     check_branches: bool = True
@@ -184,7 +187,7 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
             and isinstance(getattr(layer_config, key, None), list | tuple)
             and len(getattr(layer_config, key)) == len(layers)
         )
-    step = exception.get("sparse_step")
+    step, span = exception.get("sparse_step"), exception.get("sparse_range")
     anatomy = DecoderAnatomy(
         layers_path=path,
         layer_class=type(layers[0]).__name__,
@@ -198,6 +201,7 @@ def discover_anatomy(model: nn.Module, layers_attr: str | None = None) -> Decode
         dense_prefix_keys=dense_prefixes,
         period_keys=periods,
         sparse_step=(step["step_key"], step["dense_list_key"], step["experts_key"]) if step else None,
+        sparse_range=(span["start_key"], span["end_key"], span["interval_key"]) if span else None,
         residual_writers=tuple(exception.get("residual_writers", defaults["residual_writers"])),
         residual_parameters=tuple(exception.get("residual_parameters", ())),
         check_branches=exception.get("check_branches", True),

@@ -141,6 +141,10 @@ def grown_config_changes(config: Any, anatomy: DecoderAnatomy, plan: GrowthPlan)
     for period_key, offset_key in anatomy.period_keys:
         rule = (getattr(config, period_key), getattr(config, offset_key))
         changes[period_key], changes[offset_key] = _grown_period(period_key, offset_key, rule, anatomy, sources)
+    if anatomy.sparse_range:
+        keys = anatomy.sparse_range
+        rule = tuple(getattr(config, key) for key in keys)
+        changes.update(zip(keys, _grown_sparse_range(keys, rule, anatomy, sources), strict=True))
     if anatomy.has_per_layer_overrides:
         # Set after the layer count (dicts keep their order): the setter checks the indices against it.
         overrides = {int(i): o for i, o in config.to_dict().get("per_layer_config", {}).items()}
@@ -185,6 +189,28 @@ def _grown_dense_prefix(key: str, dense: int, anatomy: DecoderAnatomy, sources: 
             f"GrowthSpec(layer_map={dense_first})."
         )
     return len(positions)
+
+
+def _grown_sparse_range(
+    keys: tuple[str, str, str], rule: tuple[int, int, int], anatomy: DecoderAnatomy, sources: tuple[int, ...]
+) -> tuple[int, int, int]:
+    """A `(start, end, interval)` under which exactly the copies of the old rule's sparse layers are sparse."""
+    start, end, interval = rule
+    marked = [j for j, s in enumerate(sources) if (s + 1) % interval == 0 and start <= s <= end]
+    if not marked:
+        return len(sources), len(sources) - 1, interval
+    first, last = marked[0], marked[-1]
+    for new_interval in (interval, *range(1, last + 2)):
+        if [j for j in range(first, last + 1) if (j + 1) % new_interval == 0] == marked:
+            return first, last, new_interval
+    start_key, end_key, interval_key = keys
+    raise ValueError(
+        f"{anatomy.model_type}'s config makes layer i sparse when (i + 1) % {interval_key} == 0 and {start_key} <= i "
+        f"<= {end_key} ({start_key}={start}, {end_key}={end}, {interval_key}={interval}), but this growth puts copies "
+        f"of the sparse layers at positions {marked}, which no start, end and interval describe. Use a growth that "
+        f"keeps them together (interleave, identity), or an explicit layer_map such as "
+        f"{sorted(sources, key=lambda s: (s + 1) % interval == 0 and start <= s <= end)}."
+    )
 
 
 def _grown_period(

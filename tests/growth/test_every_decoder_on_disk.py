@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from transformers import AutoConfig
 from zoo import (
     FAST_MAPPED,
-    SPECS,
     assert_same_tensors,
     build_small,
     causal_lm_types,
@@ -19,13 +18,14 @@ from zoo import (
     logits,
     read_tensors,
     skip_unless_built,
+    spec_for,
     xfail_refusal,
 )
 
-from growth_ops import grow, grow_checkpoint
+from growth_ops import discover_anatomy, grow, grow_checkpoint
 from growth_ops.midrun import TrainingGrowth
 
-METHODS = ["stack", "interleave", "identity", "dus"]
+METHODS = ["stack", "interleave", "identity", "identity-end", "dus"]
 FAST_ON_DISK = [*FAST_MAPPED, "gemma3"]
 """Grown by default (the rest is marked `zoo`): one per family kind, and one that saves under legacy names."""
 # Known faults of growth_ops that these tests found, each expected to fail as described until it is fixed (strict:
@@ -66,20 +66,21 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: to
 def test_disk_growth_equals_in_memory_growth_and_loads_back(model_type, method, tmp_path):
     skip_unless_built(model_type)
     model = build_small(model_type)
+    spec = spec_for(method, discover_anatomy(model).num_layers)
     model.save_pretrained(tmp_path / "src")
     try:
-        grow(model, SPECS[method])
+        grow(model, spec)
     except ValueError as error:
         with pytest.raises(ValueError) as refusal:
-            grow_checkpoint(tmp_path / "src", tmp_path / "disk", SPECS[method])
-        if method != "identity":
+            grow_checkpoint(tmp_path / "src", tmp_path / "disk", spec)
+        if not method.startswith("identity"):
             assert str(refusal.value) == str(error)
         # On disk the identity probe runs on random weights (its measured differences differ), before the checks
         # growth in memory makes first: the refusal may name another of the reasons that stop it.
         assert not (tmp_path / "disk").exists()
         xfail_refusal(model_type, method, error)
     model.save_pretrained(tmp_path / "memory")
-    grow_checkpoint(tmp_path / "src", tmp_path / "disk", SPECS[method])
+    grow_checkpoint(tmp_path / "src", tmp_path / "disk", spec)
     assert_same_tensors(read_tensors(tmp_path / "memory"), read_tensors(tmp_path / "disk"))
     # Compared as loaded: a config's own round trip can fill a default (moshi's audio_vocab_size: None -> 2048).
     config, expected = (AutoConfig.from_pretrained(tmp_path / f).to_dict() for f in ("disk", "memory"))
@@ -100,7 +101,7 @@ def test_growth_with_optimizer_state_trains_on(model_type, method):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train_step(model, optimizer, ids)
     try:
-        optimizer = TrainingGrowth(model, optimizer, SPECS[method]).apply()
+        optimizer = TrainingGrowth(model, optimizer, spec_for(method, discover_anatomy(model).num_layers)).apply()
     except ValueError as error:
         xfail_refusal(model_type, method, error)
     held = [id(p) for group in optimizer.param_groups for p in group["params"]]

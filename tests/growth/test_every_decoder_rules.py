@@ -130,6 +130,27 @@ def test_periodic_layer_kinds_get_a_new_period_or_growth_is_refused():
     assert (model.config.attn_layer_period, model.config.attn_layer_offset) == (2, 1)
 
 
+def test_a_sparse_range_is_moved_to_the_copies_of_its_layers_or_growth_is_refused(tmp_path):
+    # ERNIE 4.5 MoE: layer i is sparse when (i + 1) % interval == 0 and start <= i <= end (end: the last index).
+    model = build_small("ernie4_5_moe")
+    model.save_pretrained(tmp_path / "src")
+    kinds = [type(layer.mlp).__name__ for layer in model.model.layers]
+    assert (model.config.moe_layer_start_index, model.config.moe_layer_end_index) == (1, 2)
+    before = snapshot(model)
+    with pytest.raises(
+        ValueError, match=r"positions \[1, 2, 4, 5\], which no start, end and interval .*\[0, 0, 1, 2, 1, 2\]"
+    ):
+        grow(model, SPECS["stack"])
+    assert_unchanged(model, before)
+    plan = SPECS["identity"].plan_depth(3)
+    grow(model, SPECS["identity"])
+    assert (model.config.moe_layer_start_index, model.config.moe_layer_end_index) == (2, 5)
+    assert [type(layer.mlp).__name__ for layer in model.model.layers] == [kinds[s] for s in plan.sources]
+    grow_checkpoint(tmp_path / "src", tmp_path / "dst", GrowthSpec(layer_map=[0, 0, 1, 2, 1, 2]))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "dst")
+    assert [type(layer.mlp).__name__ for layer in reloaded.model.layers] == [kinds[s] for s in (0, 0, 1, 2, 1, 2)]
+
+
 def test_index_lists_named_for_layers_are_found_and_remapped():
     model = build_small("bamba")
     assert "attn_layer_indices" in discover_anatomy(model).index_list_keys
