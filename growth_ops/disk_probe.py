@@ -4,7 +4,8 @@ Growth in memory runs each layer to be copied as an identity zeroed on real inpu
 names alone cannot promise an identity (CodeGen's MLP writes through `fc_out`, JetMoE's experts through
 `output_linear`). A meta-device skeleton cannot run, and building the whole model would cost what on-disk
 growth exists to avoid. Which parameters must be zeroed is a matter of structure, not of trained values, so
-the probe runs on a random model of the same config cut after the last layer to be copied as an identity.
+the probe runs on a random model of the same config cut after the last layer to be copied as an identity, with
+noise on every parameter: a block may be an identity at its init values alone (zaya's residual scale of ones).
 Every such layer is probed on the inputs the layers before it give (two layers of one structure can differ by
 their input alone: deepseek_v4's hyper-connections mix the streams from layer 1 on), as copied to its new
 position (a layer's forward may depend on its position: rwkv's layer 0 norms the embeddings).
@@ -23,7 +24,7 @@ from transformers import PreTrainedModel
 from .anatomy import DecoderAnatomy
 from .apply import depth_scaled_change, placed_identity_copies, probe_placed_identity, unread_at_forward
 from .plan import GrowthPlan
-from .probe import capture_block_inputs
+from .probe import capture_block_inputs, off_init
 from .rules import grown_config_changes
 
 
@@ -61,4 +62,4 @@ def _first_layers_model(skeleton: PreTrainedModel, anatomy: DecoderAnatomy, dept
     torch.manual_seed(0)
     with torch.device("cpu"):
         model = type(skeleton)(config)
-    return model.float().eval()
+    return off_init(model.float().eval())

@@ -69,6 +69,30 @@ def capture_block_inputs(model: nn.Module, layers: nn.Module, indices: Iterable[
     return captured
 
 
+def off_init(model: nn.Module, noise: float = 0.05) -> nn.Module:
+    """`model` with noise on every parameter (in place), so that it holds no value only a fresh init holds.
+
+    A block can be an identity at init alone: zaya scales its residual by `(residual + residual_bias) *
+    residual_scale`, which a fresh model holds at zeros and ones and a trained one does not. A probe that decides
+    for trained weights it does not read (`growth_ops.disk_probe`) runs on weights that are no special point.
+    The noise is absolute, so that a scale of ones or a bias of zeros moves as far as a weight of init scale. An
+    embedding's padding row keeps its value, as training does (it gets no gradient), and loading may reset it.
+    """
+    padding = {
+        id(m.weight): m.padding_idx
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None
+    }
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            shift = torch.randn(parameter.shape, generator=generator).to(parameter)
+            if id(parameter) in padding:
+                shift[padding[id(parameter)]] = 0
+            parameter.add_(shift, alpha=noise)
+    return model
+
+
 def probe_logits(model: PreTrainedModel) -> torch.Tensor | None:
     """The logits of the probing forward pass (the same random tokens every call), or `None` on the meta device."""
     parameter = next(model.parameters(), None)

@@ -21,6 +21,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 import mtlm_hf
 from growth_ops import GrowthSpec, discover_anatomy, grow
+from growth_ops.probe import off_init
 
 VOCAB = 99
 IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -728,7 +729,9 @@ def count_parameters(config: PreTrainedConfig) -> int:
 
 
 def build_small(model_type: str, seed: int = 0) -> PreTrainedModel:
-    """A small random model of `model_type` from `small_config`.
+    """A small random model of `model_type` from `small_config`, with noise on every parameter (`off_init`): a
+    trained model holds no norm weight of ones or bias of zeros, and a growth that is exact only at those values
+    (zaya's residual scale) must not pass here.
 
     Raises:
         NotDecoderOnly: For an encoder-decoder or an encoder (not a decoder-only model), with the reason.
@@ -748,7 +751,7 @@ def build_small(model_type: str, seed: int = 0) -> PreTrainedModel:
             "small values in zoo.FAMILY_SMALL"
         )
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    return off_init(AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval())
 
 
 @functools.cache

@@ -66,7 +66,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: to
 def test_disk_growth_equals_in_memory_growth_and_loads_back(model_type, method, tmp_path):
     skip_unless_built(model_type)
     model = build_small(model_type)
-    spec = spec_for(method, discover_anatomy(model).num_layers)
+    try:
+        spec = spec_for(method, discover_anatomy(model).num_layers)
+    except ValueError as error:
+        xfail_refusal(
+            model_type, method, error
+        )  # no layer list (blt, xlm): refused on disk alike (test_every_decoder_rules)
     model.save_pretrained(tmp_path / "src")
     try:
         grow(model, spec)

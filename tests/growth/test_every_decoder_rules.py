@@ -317,3 +317,19 @@ def test_a_config_value_the_model_also_reads_at_forward_time_is_not_rescaled():
         grow(model, SPECS["identity"])
     assert_unchanged(model, before)
     assert model.config.scale_depth == 1.4
+
+
+def test_on_disk_a_block_that_is_an_identity_at_init_values_alone_is_refused(tmp_path):
+    # zaya scales its residual by (residual + residual_bias) * residual_scale: the disk probe's random model holds
+    # them at zeros and ones, the checkpoint (trained) does not; before the probe's weights were moved off their
+    # init values, this checkpoint grew on disk with logits changed by 0.17.
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(zoo.small_config("zaya")).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("residual_scale", "residual_bias")):
+                parameter.add_(torch.randn_like(parameter), alpha=0.1)
+    model.save_pretrained(tmp_path / "src")
+    with pytest.raises(ValueError, match=r"layer 2 \(ZayaDecoderLayer.*copied to position 3\) an exact identity"):
+        grow_checkpoint(tmp_path / "src", tmp_path / "dst", zoo.spec_for("identity-end", 3))
+    assert not (tmp_path / "dst").exists()
