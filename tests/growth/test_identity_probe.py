@@ -6,6 +6,7 @@ from torch import nn
 from zoo import VOCAB, assert_unchanged, build, input_ids, logits, snapshot
 
 from growth_ops import discover_anatomy, grow_depth
+from growth_ops.probe import off_init
 
 EXACT_BY_PROBING = ["gpt_oss", "doge", "codegen", "gptj", "xglm", "biogpt", "ctrl", "jetmoe"]
 
@@ -113,14 +114,8 @@ def test_plain_block_that_cannot_be_an_identity_is_refused_and_left_unchanged(bl
 
 
 def perturbed(arch):
-    """A zoo model whose every non-norm weight is moved off its init, as training would (biases no longer zero)."""
-    model = build(arch)
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "norm" not in name:
-                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    return model
+    """A zoo model whose every weight is moved off its init, as training would (biases no longer zero)."""
+    return off_init(build(arch))
 
 
 @pytest.mark.parametrize("arch", ["gpt_oss", "jetmoe", "codegen", "ctrl"])
