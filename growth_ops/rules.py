@@ -196,7 +196,11 @@ def _grown_sparse_range(
 ) -> tuple[int, int, int]:
     """A `(start, end, interval)` under which exactly the copies of the old rule's sparse layers are sparse."""
     start, end, interval = rule
-    marked = [j for j, s in enumerate(sources) if (s + 1) % interval == 0 and start <= s <= end]
+
+    def is_sparse(layer: int) -> bool:
+        return (layer + 1) % interval == 0 and start <= layer <= end
+
+    marked = [j for j, s in enumerate(sources) if is_sparse(s)]
     if not marked:
         return len(sources), len(sources) - 1, interval
     first, last = marked[0], marked[-1]
@@ -209,7 +213,7 @@ def _grown_sparse_range(
         f"<= {end_key} ({start_key}={start}, {end_key}={end}, {interval_key}={interval}), but this growth puts copies "
         f"of the sparse layers at positions {marked}, which no start, end and interval describe. Use a growth that "
         f"keeps them together (interleave, identity), or an explicit layer_map such as "
-        f"{sorted(sources, key=lambda s: (s + 1) % interval == 0 and start <= s <= end)}."
+        f"{sorted(sources, key=is_sparse)}."
     )
 
 

@@ -22,7 +22,7 @@ from zoo import (
     xfail_refusal,
 )
 
-from growth_ops import discover_anatomy, grow, grow_checkpoint
+from growth_ops import GrowthSpec, discover_anatomy, grow, grow_checkpoint
 from growth_ops.midrun import TrainingGrowth
 
 METHODS = ["stack", "interleave", "identity", "identity-end", "dus"]
@@ -48,6 +48,11 @@ def _cases(faults: dict[str, tuple[type[Exception], str]]) -> list:
     return params
 
 
+def _spec(model: torch.nn.Module, method: str) -> GrowthSpec:
+    """The zoo's spec of `method` for `model` (identity-end places one copy per layer after the last)."""
+    return spec_for(method, discover_anatomy(model).num_layers)
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> torch.Tensor:
     """One AdamW step on next-token loss; the loss from the logits, as not every family takes `labels`.
 
@@ -67,11 +72,10 @@ def test_disk_growth_equals_in_memory_growth_and_loads_back(model_type, method, 
     skip_unless_built(model_type)
     model = build_small(model_type)
     try:
-        spec = spec_for(method, discover_anatomy(model).num_layers)
+        spec = _spec(model, method)
     except ValueError as error:
-        xfail_refusal(
-            model_type, method, error
-        )  # no layer list (blt, xlm): refused on disk alike (test_every_decoder_rules)
+        # No layer list (blt, xlm): refused on disk alike (test_every_decoder_rules).
+        xfail_refusal(model_type, method, error)
     model.save_pretrained(tmp_path / "src")
     try:
         grow(model, spec)
@@ -106,7 +110,7 @@ def test_growth_with_optimizer_state_trains_on(model_type, method):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train_step(model, optimizer, ids)
     try:
-        optimizer = TrainingGrowth(model, optimizer, spec_for(method, discover_anatomy(model).num_layers)).apply()
+        optimizer = TrainingGrowth(model, optimizer, _spec(model, method)).apply()
     except ValueError as error:
         xfail_refusal(model_type, method, error)
     held = [id(p) for group in optimizer.param_groups for p in group["params"]]
